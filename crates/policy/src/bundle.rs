@@ -1,0 +1,382 @@
+//! Compiling a schema and a policy set into an immutable, validated [`PolicyBundle`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cedar_policy::{
+    Authorizer, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, SchemaFragment,
+    ValidationMode, Validator,
+};
+
+use crate::decision::Effect;
+use crate::diagnostics::{
+    from_miette, from_miette_all, position, statement_starts, Diagnostic, PolicyErrors, SourceKind,
+};
+
+/// The built-in Cedar schema fragment, always combined with the user's schema.
+///
+/// It declares the principal side, which the registry owns: every decision's principal
+/// is a `Warrant::Identity`, member of its roles and of its environment.
+pub const BUILTIN_SCHEMA: &str = r#"namespace Warrant {
+  entity Environment;
+  entity Role;
+  entity Human;
+  entity Identity in [Role, Environment] = {
+    name: String,
+    kind: String,
+    environment: String,
+    owner: Human,
+    spiffe_id: String,
+    entitlements: Set<String>,
+  };
+}
+"#;
+
+/// The annotation that names a policy.
+const ID_ANNOTATION: &str = "id";
+
+/// Distinguishes bundles, so caches derived from one bundle are not used with another.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// What a decision needs to know about one policy, computed once at compile time.
+#[derive(Debug)]
+pub(crate) struct PolicyMeta {
+    /// Position of the policy in the source text (0 for the first statement).
+    pub index: usize,
+    pub effect: Effect,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A compiled, validated policy bundle: the built-in and user schema combined, the policy
+/// set (validated in strict mode) and the source texts. Immutable; share it with `Arc`.
+pub struct PolicyBundle {
+    /// INVARIANT: `Some` for every bundle except the fallback of [`PolicyBundle::empty`]
+    /// when the built-in schema does not parse, which a unit test rules out.
+    pub(crate) schema: Option<Schema>,
+    pub(crate) policies: PolicySet,
+    pub(crate) authorizer: Authorizer,
+    pub(crate) meta: HashMap<PolicyId, PolicyMeta>,
+    /// The schema's actions by their canonical text (`App::Action::"read"`).
+    pub(crate) actions: HashMap<String, EntityUid>,
+    /// The schema's action entities, kept only when the schema has action groups: then
+    /// `action in <group>` needs them in the entity store. Without groups, `action in [..]`
+    /// and `action == ..` are decided by equality and no action entity is needed.
+    pub(crate) action_entities: Option<Vec<Entity>>,
+    pub(crate) generation: u64,
+    ids: Vec<String>,
+    schema_text: String,
+    policies_text: String,
+}
+
+impl fmt::Debug for PolicyBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyBundle")
+            .field("generation", &self.generation)
+            .field("policy_ids", &self.ids)
+            .field("actions", &self.actions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A policy set with ids assigned, before validation.
+struct Parsed {
+    set: PolicySet,
+    ids: Vec<String>,
+    meta: HashMap<PolicyId, PolicyMeta>,
+    starts: Vec<usize>,
+}
+
+impl PolicyBundle {
+    /// Compiles a schema and a policy set.
+    ///
+    /// The schema is Cedar schema syntax, or Cedar JSON schema when the trimmed text
+    /// starts with `{`; it is combined with [`BUILTIN_SCHEMA`]. Policies get the id of
+    /// their `@id("...")` annotation, or cedar's default (`policy0`, `policy1`, ... by
+    /// position). The policy set is validated in strict mode. Any error fails the whole
+    /// compilation and every diagnostic found is returned; warnings are ignored.
+    pub fn compile(schema_src: &str, policies_src: &str) -> Result<PolicyBundle, PolicyErrors> {
+        let schema = build_schema(schema_src);
+        let parsed = parse_policies(policies_src);
+        let (schema, parsed) = match (schema, parsed) {
+            (Ok(schema), Ok(parsed)) => (schema, parsed),
+            (schema, parsed) => {
+                let mut diagnostics = schema.err().unwrap_or_default();
+                diagnostics.extend(parsed.err().map(|e| e.diagnostics).unwrap_or_default());
+                return Err(PolicyErrors { diagnostics });
+            }
+        };
+
+        let validator = Validator::new(schema);
+        let result = validator.validate(&parsed.set, ValidationMode::Strict);
+        let diagnostics: Vec<Diagnostic> = result
+            .validation_errors()
+            .map(|e| {
+                let id = e.policy_id();
+                let mut d = from_miette(
+                    e,
+                    SourceKind::Policies,
+                    Some(policies_src),
+                    Some(id.to_string()),
+                );
+                if d.line.is_none() {
+                    // Without a label, point at the start of the policy.
+                    let start = parsed
+                        .meta
+                        .get(id)
+                        .and_then(|m| parsed.starts.get(m.index));
+                    if let Some(p) = start.and_then(|&s| position(policies_src, s)) {
+                        d.line = Some(p.line);
+                        d.column = Some(p.column);
+                        d.snippet = Some(p.snippet);
+                    }
+                }
+                d
+            })
+            .collect();
+        if !diagnostics.is_empty() {
+            return Err(PolicyErrors { diagnostics });
+        }
+
+        let schema = validator.schema().clone();
+        let actions = schema
+            .actions()
+            .map(|uid| (uid.to_string(), uid.clone()))
+            .collect();
+        let action_entities = if schema.action_groups().next().is_some() {
+            let entities = schema.action_entities().map_err(|e| {
+                PolicyErrors::one(from_miette(&e, SourceKind::Schema, Some(schema_src), None))
+            })?;
+            Some(entities.into_iter().collect())
+        } else {
+            None
+        };
+        Ok(PolicyBundle {
+            schema: Some(schema),
+            policies: parsed.set,
+            authorizer: Authorizer::new(),
+            meta: parsed.meta,
+            actions,
+            action_entities,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            ids: parsed.ids,
+            schema_text: schema_src.to_owned(),
+            policies_text: policies_src.to_owned(),
+        })
+    }
+
+    /// The built-in schema and no policies: every request is denied.
+    pub fn empty() -> PolicyBundle {
+        match Self::compile("", "") {
+            Ok(bundle) => bundle,
+            // INVARIANT: unreachable, the built-in schema is tested to compile. Without a
+            // schema no request can be validated, and `decide` denies everything.
+            Err(_) => PolicyBundle {
+                schema: None,
+                policies: PolicySet::new(),
+                authorizer: Authorizer::new(),
+                meta: HashMap::new(),
+                actions: HashMap::new(),
+                action_entities: None,
+                generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+                ids: Vec::new(),
+                schema_text: String::new(),
+                policies_text: String::new(),
+            },
+        }
+    }
+
+    /// The user's schema text, as given.
+    pub fn schema_text(&self) -> &str {
+        &self.schema_text
+    }
+
+    /// The policies text, as given.
+    pub fn policies_text(&self) -> &str {
+        &self.policies_text
+    }
+
+    /// The policy ids, in source order.
+    pub fn policy_ids(&self) -> Vec<String> {
+        self.ids.clone()
+    }
+
+    /// The schema's action for `text`: a fast lookup of the canonical text, then a parse
+    /// for any other spelling of the same uid.
+    pub(crate) fn action(
+        &self,
+        text: &str,
+    ) -> Result<&EntityUid, crate::decision::RequestError> {
+        use crate::decision::RequestError;
+        if let Some(uid) = self.actions.get(text) {
+            return Ok(uid);
+        }
+        let uid = EntityUid::from_str(text).map_err(|e| RequestError::InvalidAction {
+            input: text.to_owned(),
+            message: e.to_string(),
+        })?;
+        self.actions
+            .get(&uid.to_string())
+            .ok_or_else(|| RequestError::UnknownAction {
+                action: text.to_owned(),
+            })
+    }
+}
+
+/// Checks policy syntax only (no schema) and returns the policy ids in source order.
+pub fn check_syntax(policies_src: &str) -> Result<Vec<String>, PolicyErrors> {
+    parse_policies(policies_src).map(|p| p.ids)
+}
+
+fn build_schema(src: &str) -> Result<Schema, Vec<Diagnostic>> {
+    let kind = SourceKind::Schema;
+    let user = if src.trim_start().starts_with('{') {
+        SchemaFragment::from_json_str(src).map_err(|e| from_miette_all(&e, &kind, Some(src)))?
+    } else {
+        SchemaFragment::from_cedarschema_str(src)
+            .map(|(fragment, _warnings)| fragment)
+            .map_err(|e| from_miette_all(&e, &kind, Some(src)))?
+    };
+    // INVARIANT: the built-in fragment parses (unit test); if it ever did not, compiling
+    // fails rather than running without the principal's types.
+    let builtin = SchemaFragment::from_cedarschema_str(BUILTIN_SCHEMA)
+        .map(|(fragment, _warnings)| fragment)
+        .map_err(|e| {
+            let mut d = from_miette(&e, kind.clone(), None, None);
+            d.message = format!("built-in schema: {}", d.message);
+            vec![d]
+        })?;
+    Schema::from_schema_fragments([builtin, user]).map_err(|e| from_miette_all(&e, &kind, Some(src)))
+}
+
+/// Cedar's default id `policy<n>` names the `n`th statement of the text.
+fn default_index(id: &PolicyId) -> Option<usize> {
+    AsRef::<str>::as_ref(id).strip_prefix("policy")?.parse().ok()
+}
+
+fn parse_policies(src: &str) -> Result<Parsed, PolicyErrors> {
+    let kind = SourceKind::Policies;
+    let raw = PolicySet::from_str(src).map_err(|errs| PolicyErrors {
+        diagnostics: errs
+            .iter()
+            .map(|e| from_miette(e, kind.clone(), Some(src), None))
+            .collect(),
+    })?;
+    let starts = statement_starts(src);
+    let at = |index: Option<usize>, policy_id: String, message: String| {
+        let pos = index
+            .and_then(|i| starts.get(i))
+            .and_then(|&s| position(src, s));
+        Diagnostic {
+            source: kind.clone(),
+            message,
+            help: None,
+            policy_id: Some(policy_id),
+            line: pos.as_ref().map(|p| p.line),
+            column: pos.as_ref().map(|p| p.column),
+            snippet: pos.map(|p| p.snippet),
+        }
+    };
+
+    let mut diagnostics = Vec::new();
+    for template in raw.templates() {
+        let id = template
+            .annotation(ID_ANNOTATION)
+            .map_or_else(|| template.id().to_string(), str::to_owned);
+        diagnostics.push(at(
+            default_index(template.id()),
+            id.clone(),
+            format!("policy `{id}` has slots such as `?principal`: templates are not supported"),
+        ));
+    }
+
+    let mut entries: Vec<(usize, &Policy)> = raw
+        .policies()
+        .map(|p| (default_index(p.id()).unwrap_or(usize::MAX), p))
+        .collect();
+    entries.sort_by(|(a, p), (b, q)| a.cmp(b).then_with(|| AsRef::<str>::as_ref(p.id()).cmp(q.id().as_ref())));
+
+    let mut set = PolicySet::new();
+    let mut ids = Vec::with_capacity(entries.len());
+    let mut meta = HashMap::with_capacity(entries.len());
+    let mut first_use: HashMap<String, usize> = HashMap::new();
+    for (index, policy) in entries {
+        let id = match policy.annotation(ID_ANNOTATION) {
+            Some(id) if id.trim().is_empty() => {
+                diagnostics.push(at(
+                    Some(index),
+                    policy.id().to_string(),
+                    "`@id` annotation must not be empty".to_owned(),
+                ));
+                continue;
+            }
+            Some(id) => id.to_owned(),
+            None => policy.id().to_string(),
+        };
+        if let Some(&first) = first_use.get(&id) {
+            let first_line = starts
+                .get(first)
+                .and_then(|&s| position(src, s))
+                .map_or_else(String::new, |p| format!(" (first used at line {})", p.line));
+            diagnostics.push(at(
+                Some(index),
+                id.clone(),
+                format!("duplicate policy id `{id}`{first_line}"),
+            ));
+            continue;
+        }
+        first_use.insert(id.clone(), index);
+        let new_id = PolicyId::new(&id);
+        let annotations = policy
+            .annotations()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let effect = Effect::from(policy.effect());
+        if let Err(e) = set.add(policy.new_id(new_id.clone())) {
+            diagnostics.push(at(Some(index), id.clone(), e.to_string()));
+            continue;
+        }
+        meta.insert(
+            new_id,
+            PolicyMeta {
+                index,
+                effect,
+                annotations,
+            },
+        );
+        ids.push(id);
+    }
+    if diagnostics.is_empty() {
+        Ok(Parsed {
+            set,
+            ids,
+            meta,
+            starts,
+        })
+    } else {
+        Err(PolicyErrors { diagnostics })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_schema_compiles_alone() {
+        let bundle = PolicyBundle::compile("", "").unwrap();
+        assert!(bundle.schema.is_some());
+        assert!(bundle.policy_ids().is_empty());
+        assert!(bundle.action_entities.is_none());
+        assert!(PolicyBundle::empty().schema.is_some());
+    }
+
+    #[test]
+    fn generations_differ() {
+        assert_ne!(
+            PolicyBundle::empty().generation,
+            PolicyBundle::empty().generation
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! `warrant-store`: the storage seam.
+//!
+//! All SQL in warrant lives behind the [`Store`] and [`WriteTx`] traits defined here. The
+//! domain ([`warrant_core`]) and the HTTP edge never see SQL; a backend only stores and
+//! loads domain values. Backends: [`sqlite`] (the embedded default). Each backend carries
+//! its own versioned migrations (`migrations/<backend>/`).
+//!
+//! INVARIANT: every write goes through a [`WriteTx`], and a change and the audit records
+//! that describe it commit in the same transaction or not at all.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use warrant_core::audit::{AuditRecord, ChainHead};
+use warrant_core::checkpoint::Checkpoint;
+use warrant_core::identity::Identity;
+use warrant_core::merkle::Hash;
+use warrant_core::Millis;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unique {
+    SpiffeId,
+    NameEnvironment,
+    Other(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule refused the write.
+    #[error("conflict: {0:?}")]
+    Conflict(Unique),
+    /// The database cannot be reached or refused the operation.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data cannot be decoded into domain values.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A stored version of the policy bundle (schema + policies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersion {
+    pub version: u64,
+    pub schema_text: String,
+    pub policies_text: String,
+    pub created_ms: Millis,
+    pub actor: String,
+    pub comment: String,
+}
+
+/// An API token as stored: only the SHA-256 of the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub hash: Hash,
+    pub role: String,
+    pub created_ms: Millis,
+    pub revoked_ms: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IdentityFilter {
+    pub kind: Option<String>,
+    pub environment: Option<String>,
+    pub state: Option<String>,
+    pub owner: Option<String>,
+    /// Return identities whose id sorts after this one (keyset pagination).
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub kind: Option<String>,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    pub from_ms: Option<Millis>,
+    pub to_ms: Option<Millis>,
+    /// Records with seq greater than or equal to this.
+    pub from_seq: Option<u64>,
+    /// Newest first instead of oldest first.
+    pub descending: bool,
+    pub limit: u32,
+}
+
+/// Read access plus the entry point to writes.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Starts a write transaction. Only one writer runs at a time.
+    async fn begin_write(&self) -> Result<Box<dyn WriteTx>>;
+
+    /// A cheap round trip to check that the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    async fn get_identity(&self, id: &str) -> Result<Option<Identity>>;
+    async fn list_identities(&self, filter: &IdentityFilter) -> Result<Vec<Identity>>;
+    /// Every identity (to build the decision snapshot at start-up).
+    async fn all_identities(&self) -> Result<Vec<Identity>>;
+
+    async fn current_policy(&self) -> Result<Option<PolicyVersion>>;
+    async fn policy_version(&self, version: u64) -> Result<Option<PolicyVersion>>;
+    /// Newest first.
+    async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyVersion>>;
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>>;
+
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+    async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>>;
+    /// Leaf hashes of records `0..size`, in order (for inclusion proofs).
+    async fn audit_leaf_hashes(&self, size: u64) -> Result<Vec<Hash>>;
+    async fn audit_head(&self) -> Result<ChainHead>;
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>>;
+
+    async fn meta(&self, key: &str) -> Result<Option<String>>;
+}
+
+/// One write transaction. Dropping it without [`WriteTx::commit`] rolls everything back.
+#[async_trait]
+pub trait WriteTx: Send {
+    /// Marks a point the transaction can return to (one level).
+    async fn savepoint(&mut self) -> Result<()>;
+    async fn release_savepoint(&mut self) -> Result<()>;
+    async fn rollback_to_savepoint(&mut self) -> Result<()>;
+
+    /// Reads the chain head inside this transaction (serializing appenders).
+    async fn load_chain_head(&mut self) -> Result<ChainHead>;
+    async fn store_chain_head(&mut self, head: &ChainHead) -> Result<()>;
+    async fn append_records(&mut self, records: &[AuditRecord]) -> Result<()>;
+    async fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<()>;
+
+    async fn get_identity(&mut self, id: &str) -> Result<Option<Identity>>;
+    async fn insert_identity(&mut self, identity: &Identity) -> Result<()>;
+    async fn update_identity(&mut self, identity: &Identity) -> Result<()>;
+    /// Records last-used times (only ever moves them forward).
+    async fn touch_identities(&mut self, used: &[(String, Millis)]) -> Result<()>;
+
+    /// Stores a new policy version and returns its number.
+    async fn insert_policy_version(
+        &mut self,
+        schema_text: &str,
+        policies_text: &str,
+        created_ms: Millis,
+        actor: &str,
+        comment: &str,
+    ) -> Result<u64>;
+
+    async fn upsert_token(&mut self, token: &TokenRow) -> Result<()>;
+    async fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
+
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
