@@ -1,1 +1,282 @@
-fn main() {}
+//! The `warrant` binary: `warrant serve` runs the server; every other subcommand is a
+//! client of its HTTP API (`--server` / `WARRANT_SERVER`, `WARRANT_TOKEN`), except the
+//! offline ones (`policy validate`, `audit verify`) which need no server.
+
+mod commands;
+mod offline;
+mod output;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "warrant",
+    version,
+    about = "Control plane for AI agents and other non-human identities"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// warrant server URL.
+    #[arg(
+        long,
+        env = "WARRANT_SERVER",
+        default_value = "http://127.0.0.1:7878",
+        global = true
+    )]
+    pub server: String,
+    /// API token (never pass it on a shared command line; prefer the environment).
+    #[arg(long, env = "WARRANT_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
+    pub output: Output,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server (embedded SQLite in a local data directory by default).
+    Serve(ServeArgs),
+    /// Manage non-human identities (agents, AI tools, service accounts, workloads).
+    #[command(alias = "identity")]
+    Agent {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        cmd: AgentCmd,
+    },
+    /// Cedar schema and policies.
+    Policy {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Ask for a decision. Exit status: 0 allow, 3 deny.
+    Authorize {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(flatten)]
+        args: AuthorizeArgs,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Config file (TOML, `version = 1`).
+    #[arg(long, env = "WARRANT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:7878].
+    #[arg(long, env = "WARRANT_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory [default: ./warrant-data].
+    #[arg(long, env = "WARRANT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// SPIFFE trust domain for derived identity URIs [default: warrant.local].
+    #[arg(long, env = "WARRANT_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// `full`: fsync every group commit (survives power loss). `normal`: survives a
+    /// process crash, not a machine crash.
+    #[arg(long, env = "WARRANT_DURABILITY")]
+    pub durability: Option<String>,
+    /// Seconds between periodic signed checkpoints [default: 60].
+    #[arg(long, env = "WARRANT_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Option<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum AgentCmd {
+    /// Register an identity.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// agent, ai_tool, service_account or workload.
+        #[arg(long)]
+        kind: String,
+        #[arg(long = "env")]
+        environment: String,
+        /// The accountable human owner (required).
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Explicit SPIFFE ID (default spiffe://<trust-domain>/<env>/<name>).
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// A role (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// A direct entitlement (repeatable).
+        #[arg(long = "entitlement")]
+        entitlements: Vec<String>,
+    },
+    /// List identities.
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long = "env")]
+        environment: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow cursors to list every match.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one identity.
+    Show { id: String },
+    /// Change owner, description, roles or entitlements.
+    Update {
+        id: String,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Replace the roles (comma-separated; empty string clears).
+        #[arg(long)]
+        roles: Option<String>,
+        /// Replace the entitlements (comma-separated; empty string clears).
+        #[arg(long)]
+        entitlements: Option<String>,
+    },
+    /// Suspend an identity (its decisions are denied from the next request on).
+    Suspend {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a suspended identity.
+    Resume {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Retire an identity for good.
+    Retire {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Validate policies offline (with --schema: full schema validation).
+    Validate {
+        file: PathBuf,
+        #[arg(long)]
+        schema: Option<PathBuf>,
+    },
+    /// Put a new version of the policies (and schema) on the server.
+    #[command(alias = "put")]
+    Push {
+        #[arg(long)]
+        policies: PathBuf,
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Show the policies in force (or a given version).
+    Show {
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// List policy versions.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+#[derive(Args)]
+pub struct AuthorizeArgs {
+    /// Identity id or SPIFFE ID.
+    #[arg(long)]
+    pub principal: String,
+    /// e.g. App::Action::"read"
+    #[arg(long)]
+    pub action: String,
+    /// e.g. App::Document::"q3"
+    #[arg(long)]
+    pub resource: String,
+    /// Context as a JSON object.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// File with Cedar JSON entities for the resource side.
+    #[arg(long)]
+    pub entities: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Verify a data directory offline: recompute every hash, check every checkpoint.
+    Verify {
+        #[arg(long, env = "WARRANT_DATA_DIR", default_value = "warrant-data")]
+        data_dir: PathBuf,
+        /// Pinned checkpoint public key (PEM). Default: the one in the data directory.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Show the newest records.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        subject: Option<String>,
+        /// Keep printing new records.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Print an inclusion proof of a record against the latest signed checkpoint.
+    Proof { seq: u64 },
+    /// Make a signed checkpoint now.
+    Checkpoint,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -207,7 +207,10 @@ mod tests {
         let a = leaf_bytes(1, 2, "ab", "c", "", "{}");
         let b = leaf_bytes(1, 2, "a", "bc", "", "{}");
         assert_ne!(a, b);
-        assert_ne!(leaf_bytes(1, 2, "k", "a", "s", "{}"), leaf_bytes(2, 2, "k", "a", "s", "{}"));
+        assert_ne!(
+            leaf_bytes(1, 2, "k", "a", "s", "{}"),
+            leaf_bytes(2, 2, "k", "a", "s", "{}")
+        );
     }
 
     #[test]
@@ -223,7 +226,10 @@ mod tests {
         let r1 = head.seal(d("{\"a\":1}"), 11);
         assert_eq!((r0.seq, r1.seq), (0, 1));
         assert_eq!(r0.root, r0.leaf_hash);
-        assert_eq!(r1.root, crate::merkle::node_hash(&r0.leaf_hash, &r1.leaf_hash));
+        assert_eq!(
+            r1.root,
+            crate::merkle::node_hash(&r0.leaf_hash, &r1.leaf_hash)
+        );
         assert_eq!(r1.computed_leaf_hash(), r1.leaf_hash);
         assert_eq!(head.next_seq(), 2);
     }

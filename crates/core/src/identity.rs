@@ -190,7 +190,9 @@ pub fn validate_owner(owner: &str) -> Result<String, IdentityError> {
     if o.len() > 254 {
         return Err(invalid("owner", "must be at most 254 characters"));
     }
-    if o.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
+    if o.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+    {
         return Err(invalid(
             "owner",
             format!("`{o}` must be a user name or e-mail address without spaces or quotes"),
@@ -206,7 +208,9 @@ fn check_label(field: &'static str, v: &str, max: usize) -> Result<(), IdentityE
             format!("each entry must have 1 to {max} characters"),
         ));
     }
-    if v.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\') {
+    if v.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+    {
         return Err(invalid(
             field,
             format!("`{v}` must not contain spaces, quotes, backslashes or control characters"),
@@ -242,7 +246,10 @@ fn check_description(d: Option<String>) -> Result<String, IdentityError> {
         ));
     }
     if d.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(invalid("description", "must not contain control characters"));
+        return Err(invalid(
+            "description",
+            "must not contain control characters",
+        ));
     }
     Ok(d)
 }
@@ -424,7 +431,9 @@ mod tests {
 
     #[test]
     fn builds_with_derived_spiffe_id_and_sorted_roles() {
-        let i = new().into_identity("idn_1".into(), "example.org", 5).unwrap();
+        let i = new()
+            .into_identity("idn_1".into(), "example.org", 5)
+            .unwrap();
         assert_eq!(i.spiffe_id, "spiffe://example.org/prod/access-optimizer");
         assert_eq!(i.roles, vec!["analyst", "reader"]);
         assert_eq!(i.state, IdentityState::Active);
@@ -434,14 +443,62 @@ mod tests {
     #[test]
     fn rejects_bad_fields() {
         let cases: Vec<(NewIdentity, &str)> = vec![
-            (NewIdentity { owner: " ".into(), ..new() }, "owner"),
-            (NewIdentity { name: "Bad Name".into(), ..new() }, "name"),
-            (NewIdentity { environment: "".into(), ..new() }, "environment"),
-            (NewIdentity { kind: "robot".into(), ..new() }, "kind"),
-            (NewIdentity { spiffe_id: Some("http://x/y".into()), ..new() }, "spiffe_id"),
-            (NewIdentity { spiffe_id: Some("spiffe://td".into()), ..new() }, "spiffe_id"),
-            (NewIdentity { spiffe_id: Some("spiffe://td/a/../b".into()), ..new() }, "spiffe_id"),
-            (NewIdentity { roles: vec!["has space".into()], ..new() }, "roles"),
+            (
+                NewIdentity {
+                    owner: " ".into(),
+                    ..new()
+                },
+                "owner",
+            ),
+            (
+                NewIdentity {
+                    name: "Bad Name".into(),
+                    ..new()
+                },
+                "name",
+            ),
+            (
+                NewIdentity {
+                    environment: "".into(),
+                    ..new()
+                },
+                "environment",
+            ),
+            (
+                NewIdentity {
+                    kind: "robot".into(),
+                    ..new()
+                },
+                "kind",
+            ),
+            (
+                NewIdentity {
+                    spiffe_id: Some("http://x/y".into()),
+                    ..new()
+                },
+                "spiffe_id",
+            ),
+            (
+                NewIdentity {
+                    spiffe_id: Some("spiffe://td".into()),
+                    ..new()
+                },
+                "spiffe_id",
+            ),
+            (
+                NewIdentity {
+                    spiffe_id: Some("spiffe://td/a/../b".into()),
+                    ..new()
+                },
+                "spiffe_id",
+            ),
+            (
+                NewIdentity {
+                    roles: vec!["has space".into()],
+                    ..new()
+                },
+                "roles",
+            ),
         ];
         for (n, field) in cases {
             match n.into_identity("x".into(), "td", 0) {
@@ -468,7 +525,13 @@ mod tests {
             Err(IdentityError::BadTransition { .. })
         ));
         let r = a.transitioned(Transition::Retire, 3).unwrap();
-        assert_eq!(r.transitioned(Transition::Resume, 4), Err(IdentityError::Retired));
-        assert_eq!(r.patched(IdentityPatch::default(), 4), Err(IdentityError::Retired));
+        assert_eq!(
+            r.transitioned(Transition::Resume, 4),
+            Err(IdentityError::Retired)
+        );
+        assert_eq!(
+            r.patched(IdentityPatch::default(), 4),
+            Err(IdentityError::Retired)
+        );
     }
 }

@@ -176,7 +176,9 @@ mod tests {
     }
 
     fn leaves(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(format!("leaf {i}").as_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(format!("leaf {i}").as_bytes()))
+            .collect()
     }
 
     #[test]
@@ -212,7 +214,10 @@ mod tests {
             &[0x30, 0x31],
             &[0x40, 0x41, 0x42, 0x43],
             &[0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
-            &[0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f],
+            &[
+                0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d,
+                0x6e, 0x6f,
+            ],
         ];
         let hashes: Vec<Hash> = raw.iter().map(|l| leaf_hash(l)).collect();
         assert_eq!(
@@ -228,15 +233,39 @@ mod tests {
             let root = root_of(&all[..size]);
             for idx in 0..size {
                 let proof = inclusion_proof(&all[..size], idx).unwrap();
-                assert!(verify_inclusion(&all[idx], idx as u64, size as u64, &proof, &root));
+                assert!(verify_inclusion(
+                    &all[idx],
+                    idx as u64,
+                    size as u64,
+                    &proof,
+                    &root
+                ));
                 // wrong leaf, wrong index, wrong root must fail
                 let other = leaf_hash(b"other");
-                assert!(!verify_inclusion(&other, idx as u64, size as u64, &proof, &root));
+                assert!(!verify_inclusion(
+                    &other,
+                    idx as u64,
+                    size as u64,
+                    &proof,
+                    &root
+                ));
                 if size > 1 {
                     let wrong = (idx + 1) % size;
-                    assert!(!verify_inclusion(&all[idx], wrong as u64, size as u64, &proof, &root));
+                    assert!(!verify_inclusion(
+                        &all[idx],
+                        wrong as u64,
+                        size as u64,
+                        &proof,
+                        &root
+                    ));
                 }
-                assert!(!verify_inclusion(&all[idx], idx as u64, size as u64, &proof, &other));
+                assert!(!verify_inclusion(
+                    &all[idx],
+                    idx as u64,
+                    size as u64,
+                    &proof,
+                    &other
+                ));
             }
         }
         assert!(inclusion_proof(&all, all.len()).is_none());

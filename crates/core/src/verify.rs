@@ -132,9 +132,9 @@ impl ChainVerifier {
                     size: cp.size,
                     key_id: cp.key_id.clone(),
                 }),
-                Some(k) if !cp.verify(k) => {
-                    report.findings.push(Finding::BadSignature { size: cp.size })
-                }
+                Some(k) if !cp.verify(k) => report
+                    .findings
+                    .push(Finding::BadSignature { size: cp.size }),
                 Some(_) => {}
             }
         }
@@ -230,7 +230,9 @@ impl ChainVerifier {
                 .filter(|s| *s > records)
                 .max();
             if let Some(size) = beyond {
-                self.report.findings.push(Finding::Truncated { size, records });
+                self.report
+                    .findings
+                    .push(Finding::Truncated { size, records });
             }
             self.report.root = Some(self.tree.root());
         }
@@ -283,7 +285,11 @@ mod tests {
     fn clean_chain_verifies() {
         let (records, head) = chain(20);
         let k = key();
-        let report = run(&records, vec![cp_at(&records, 10, &k), cp_at(&records, 20, &k)], &k);
+        let report = run(
+            &records,
+            vec![cp_at(&records, 10, &k), cp_at(&records, 20, &k)],
+            &k,
+        );
         assert!(report.ok(), "{:?}", report.findings);
         assert_eq!(report.records, 20);
         assert_eq!(report.root, Some(head.tree.root()));
@@ -316,7 +322,11 @@ mod tests {
         let forged: Vec<AuditRecord> = records
             .iter()
             .map(|r| {
-                let payload = if r.seq == 5 { "{\"n\":-1}".into() } else { r.payload.clone() };
+                let payload = if r.seq == 5 {
+                    "{\"n\":-1}".into()
+                } else {
+                    r.payload.clone()
+                };
                 head.seal(
                     RecordDraft {
                         kind: RecordKind::Decision,
@@ -329,7 +339,10 @@ mod tests {
             })
             .collect();
         let report = run(&forged, cps, &k);
-        assert_eq!(report.findings, vec![Finding::CheckpointMismatch { size: 8, after: 3 }]);
+        assert_eq!(
+            report.findings,
+            vec![Finding::CheckpointMismatch { size: 8, after: 3 }]
+        );
         assert_eq!(report.findings[0].first_bad_seq(), Some(3));
     }
 
@@ -353,7 +366,10 @@ mod tests {
         let (a, b) = (swapped[2].clone(), swapped[3].clone());
         swapped[2] = AuditRecord { seq: 2, ..b };
         swapped[3] = AuditRecord { seq: 3, ..a };
-        assert_eq!(run(&swapped, vec![], &key()).findings, vec![Finding::Edited { seq: 2 }]);
+        assert_eq!(
+            run(&swapped, vec![], &key()).findings,
+            vec![Finding::Edited { seq: 2 }]
+        );
     }
 
     #[test]
@@ -362,12 +378,24 @@ mod tests {
         let k = key();
         let cps = vec![cp_at(&records, 10, &k)];
         let report = run(&records[..7], cps, &k);
-        assert_eq!(report.findings, vec![Finding::Truncated { size: 10, records: 7 }]);
+        assert_eq!(
+            report.findings,
+            vec![Finding::Truncated {
+                size: 10,
+                records: 7
+            }]
+        );
         let mut v = ChainVerifier::new(vec![], &[]);
         for r in &records[..7] {
             v.push(r);
         }
-        assert_eq!(v.finish(Some(10)).findings, vec![Finding::Truncated { size: 10, records: 7 }]);
+        assert_eq!(
+            v.finish(Some(10)).findings,
+            vec![Finding::Truncated {
+                size: 10,
+                records: 7
+            }]
+        );
     }
 
     #[test]
@@ -380,6 +408,9 @@ mod tests {
         assert_eq!(report.findings, vec![Finding::BadSignature { size: 4 }]);
         let other = SigningKey::from_bytes(&[1; 32]);
         let report = run(&records, vec![cp_at(&records, 4, &other)], &k);
-        assert!(matches!(report.findings[0], Finding::UnknownKey { size: 4, .. }));
+        assert!(matches!(
+            report.findings[0],
+            Finding::UnknownKey { size: 4, .. }
+        ));
     }
 }

@@ -10,9 +10,11 @@ use cedar_policy::{
     ValidationMode, Validator,
 };
 
+use crate::context_types::context_types;
 use crate::decision::Effect;
 use crate::diagnostics::{
     from_miette, from_miette_all, position, statement_starts, Diagnostic, PolicyErrors, SourceKind,
+    SNIPPET_MAX_CHARS,
 };
 
 /// The built-in Cedar schema fragment, always combined with the user's schema.
@@ -64,6 +66,8 @@ pub struct PolicyBundle {
     /// `action in <group>` needs them in the entity store. Without groups, `action in [..]`
     /// and `action == ..` are decided by equality and no action entity is needed.
     pub(crate) action_entities: Option<Vec<Entity>>,
+    /// Each action's declared context type as schema text, for error messages.
+    pub(crate) context_types: HashMap<String, String>,
     pub(crate) generation: u64,
     ids: Vec<String>,
     schema_text: String,
@@ -99,7 +103,7 @@ impl PolicyBundle {
     pub fn compile(schema_src: &str, policies_src: &str) -> Result<PolicyBundle, PolicyErrors> {
         let schema = build_schema(schema_src);
         let parsed = parse_policies(policies_src);
-        let (schema, parsed) = match (schema, parsed) {
+        let ((schema, context_types), parsed) = match (schema, parsed) {
             (Ok(schema), Ok(parsed)) => (schema, parsed),
             (schema, parsed) => {
                 let mut diagnostics = schema.err().unwrap_or_default();
@@ -122,10 +126,7 @@ impl PolicyBundle {
                 );
                 if d.line.is_none() {
                     // Without a label, point at the start of the policy.
-                    let start = parsed
-                        .meta
-                        .get(id)
-                        .and_then(|m| parsed.starts.get(m.index));
+                    let start = parsed.meta.get(id).and_then(|m| parsed.starts.get(m.index));
                     if let Some(p) = start.and_then(|&s| position(policies_src, s)) {
                         d.line = Some(p.line);
                         d.column = Some(p.column);
@@ -159,6 +160,7 @@ impl PolicyBundle {
             meta: parsed.meta,
             actions,
             action_entities,
+            context_types,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             ids: parsed.ids,
             schema_text: schema_src.to_owned(),
@@ -179,6 +181,7 @@ impl PolicyBundle {
                 meta: HashMap::new(),
                 actions: HashMap::new(),
                 action_entities: None,
+                context_types: HashMap::new(),
                 generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
                 ids: Vec::new(),
                 schema_text: String::new(),
@@ -204,10 +207,7 @@ impl PolicyBundle {
 
     /// The schema's action for `text`: a fast lookup of the canonical text, then a parse
     /// for any other spelling of the same uid.
-    pub(crate) fn action(
-        &self,
-        text: &str,
-    ) -> Result<&EntityUid, crate::decision::RequestError> {
+    pub(crate) fn action(&self, text: &str) -> Result<&EntityUid, crate::decision::RequestError> {
         use crate::decision::RequestError;
         if let Some(uid) = self.actions.get(text) {
             return Ok(uid);
@@ -229,10 +229,16 @@ pub fn check_syntax(policies_src: &str) -> Result<Vec<String>, PolicyErrors> {
     parse_policies(policies_src).map(|p| p.ids)
 }
 
-fn build_schema(src: &str) -> Result<Schema, Vec<Diagnostic>> {
+fn build_schema(src: &str) -> Result<(Schema, HashMap<String, String>), Vec<Diagnostic>> {
     let kind = SourceKind::Schema;
     let user = if src.trim_start().starts_with('{') {
-        SchemaFragment::from_json_str(src).map_err(|e| from_miette_all(&e, &kind, Some(src)))?
+        SchemaFragment::from_json_str(src).map_err(|e| {
+            let mut diags = from_miette_all(&e, &kind, Some(src));
+            for d in &mut diags {
+                json_position(d, src);
+            }
+            diags
+        })?
     } else {
         SchemaFragment::from_cedarschema_str(src)
             .map(|(fragment, _warnings)| fragment)
@@ -247,12 +253,45 @@ fn build_schema(src: &str) -> Result<Schema, Vec<Diagnostic>> {
             d.message = format!("built-in schema: {}", d.message);
             vec![d]
         })?;
-    Schema::from_schema_fragments([builtin, user]).map_err(|e| from_miette_all(&e, &kind, Some(src)))
+    let context_types = user
+        .clone()
+        .to_json_value()
+        .map(|json| context_types(&json))
+        .unwrap_or_default();
+    Schema::from_schema_fragments([builtin, user])
+        .map(|schema| (schema, context_types))
+        .map_err(|e| from_miette_all(&e, &kind, Some(src)))
+}
+
+/// JSON errors carry their position only in the message (`... at line 3 column 7`).
+fn json_position(d: &mut Diagnostic, src: &str) {
+    if d.line.is_some() {
+        return;
+    }
+    let Some((rest, column)) = d.message.rsplit_once(" column ") else {
+        return;
+    };
+    let Some((_, line)) = rest.rsplit_once(" at line ") else {
+        return;
+    };
+    let (Ok(line), Ok(column)) = (line.parse::<u32>(), column.parse::<u32>()) else {
+        return;
+    };
+    let snippet = usize::try_from(line)
+        .ok()
+        .and_then(|l| src.lines().nth(l.saturating_sub(1)))
+        .map(|l| l.trim_end().chars().take(SNIPPET_MAX_CHARS).collect());
+    d.line = Some(line);
+    d.column = Some(column);
+    d.snippet = snippet;
 }
 
 /// Cedar's default id `policy<n>` names the `n`th statement of the text.
 fn default_index(id: &PolicyId) -> Option<usize> {
-    AsRef::<str>::as_ref(id).strip_prefix("policy")?.parse().ok()
+    AsRef::<str>::as_ref(id)
+        .strip_prefix("policy")?
+        .parse()
+        .ok()
 }
 
 fn parse_policies(src: &str) -> Result<Parsed, PolicyErrors> {
@@ -295,7 +334,10 @@ fn parse_policies(src: &str) -> Result<Parsed, PolicyErrors> {
         .policies()
         .map(|p| (default_index(p.id()).unwrap_or(usize::MAX), p))
         .collect();
-    entries.sort_by(|(a, p), (b, q)| a.cmp(b).then_with(|| AsRef::<str>::as_ref(p.id()).cmp(q.id().as_ref())));
+    entries.sort_by(|(a, p), (b, q)| {
+        a.cmp(b)
+            .then_with(|| AsRef::<str>::as_ref(p.id()).cmp(q.id().as_ref()))
+    });
 
     let mut set = PolicySet::new();
     let mut ids = Vec::with_capacity(entries.len());

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use cedar_policy::{AuthorizationError, Context, Entity, EntityUid, Request, Response};
+use cedar_policy::{
+    AuthorizationError, Context, Entity, EntityUid, Request, RequestValidationError, Response,
+};
 
 use crate::bundle::PolicyBundle;
 use crate::principal::PrincipalEntities;
@@ -218,8 +220,14 @@ pub fn decide(
         context,
         Some(schema),
     )
-    .map_err(|e| RequestError::InvalidRequest {
-        message: e.to_string(),
+    .map_err(|e| match e {
+        RequestValidationError::InvalidContext(e) => RequestError::InvalidContext {
+            action: input.action.to_owned(),
+            message: context_mismatch(bundle, action, &e.context().to_string()),
+        },
+        e => RequestError::InvalidRequest {
+            message: e.to_string(),
+        },
     })?;
 
     let store = principal.store_for(bundle)?;
@@ -245,6 +253,22 @@ pub fn decide(
         Some(_) => return Err(RequestError::EntitiesNotArray),
     };
     Ok(decision_from(bundle, &response))
+}
+
+/// Longest context text quoted back in an error.
+const CONTEXT_QUOTE_MAX_CHARS: usize = 200;
+
+/// Says what the action expects, since cedar only says that the context is not valid.
+fn context_mismatch(bundle: &PolicyBundle, action: &EntityUid, got: &str) -> String {
+    let mut chars = got.chars();
+    let mut got: String = chars.by_ref().take(CONTEXT_QUOTE_MAX_CHARS).collect();
+    if chars.next().is_some() {
+        got.push_str("...");
+    }
+    match bundle.context_types.get(&action.to_string()) {
+        Some(expected) => format!("expected `{expected}`, got `{got}`"),
+        None => format!("context `{got}` does not match the schema"),
+    }
 }
 
 /// Parses request entities one by one (so the schema's action entities are not added

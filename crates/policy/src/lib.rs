@@ -49,6 +49,7 @@
 //! ```
 
 mod bundle;
+mod context_types;
 mod decision;
 mod diagnostics;
 mod principal;

@@ -90,7 +90,10 @@ impl PrincipalEntities {
             return Ok(Store::Base(&self.entities));
         };
         if let Ok(cached) = self.with_actions.read() {
-            if let Some(hit) = cached.as_ref().filter(|c| c.generation == bundle.generation) {
+            if let Some(hit) = cached
+                .as_ref()
+                .filter(|c| c.generation == bundle.generation)
+            {
                 return Ok(Store::WithActions(Arc::clone(hit)));
             }
         }
@@ -184,13 +187,18 @@ pub fn build_principal(facts: &PrincipalFacts) -> Result<PrincipalEntities, Enti
         id: id.to_owned(),
         message,
     };
-    let identity = Entity::new(uid.clone(), attrs, parents).map_err(|e| cedar_err(e.to_string()))?;
+    let identity =
+        Entity::new(uid.clone(), attrs, parents).map_err(|e| cedar_err(e.to_string()))?;
 
     let mut all = Vec::with_capacity(roles.len() + 3);
     all.push(identity);
     all.push(Entity::new_no_attrs(environment, HashSet::new()));
     all.push(Entity::new_no_attrs(owner, HashSet::new()));
-    all.extend(roles.into_iter().map(|r| Entity::new_no_attrs(r, HashSet::new())));
+    all.extend(
+        roles
+            .into_iter()
+            .map(|r| Entity::new_no_attrs(r, HashSet::new())),
+    );
     let entities = Entities::from_entities(all, None).map_err(|e| cedar_err(e.to_string()))?;
     Ok(PrincipalEntities {
         uid,

@@ -1,1 +1,309 @@
-//! placeholder
+//! `warrant-server`: the HTTP edge and the server's moving parts.
+//!
+//! It owns: the axum router and handlers ([`api`]), request authentication ([`auth`]),
+//! error mapping ([`error`]), the group-commit writer ([`writer`]) and the changes it
+//! applies ([`ops`]), the lock-free decision snapshot ([`snapshot`]), metrics, config and
+//! the periodic jobs (checkpoints, last-used flush).
+//!
+//! It must not hold domain rules (those are in `warrant-core`), Cedar details (in
+//! `warrant-policy`) or SQL (in `warrant-store`).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod keys;
+pub mod metrics;
+pub mod ops;
+pub mod snapshot;
+pub mod writer;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use warrant_core::{Clock, Millis};
+use warrant_policy::PolicyBundle;
+use warrant_store::sqlite::SqliteStore;
+use warrant_store::{Store, TokenRow};
+
+pub use config::Config;
+
+/// Wall-clock time.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Millis {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub snapshot: Arc<ArcSwap<snapshot::Snapshot>>,
+    pub writer: writer::Writer,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub public_key: VerifyingKey,
+    pub origin: String,
+    pub max_body_bytes: usize,
+}
+
+pub type AppState = Arc<Inner>;
+
+/// A started server (before it accepts connections).
+pub struct Server {
+    pub state: AppState,
+    pub config: Config,
+    /// A bootstrap admin token generated on this start, to be shown once.
+    pub new_admin_token: Option<String>,
+    writer_task: tokio::task::JoinHandle<()>,
+}
+
+const LOG_ID_KEY: &str = "log_id";
+const BOOTSTRAP_TOKEN_ID: &str = "tok_bootstrap";
+const ENV_TOKEN_ID: &str = "tok_env";
+
+impl Server {
+    /// Opens the data directory, loads state and starts the writer.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        keys::create_private_dir(&config.data_dir)?;
+        let key = keys::load_or_create(&config.keys_dir())?;
+        let sqlite = SqliteStore::open(&config.db_path(), config.durability)
+            .await
+            .with_context(|| format!("cannot open `{}`", config.db_path().display()))?;
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        Self::start_with(config, store, key).await
+    }
+
+    pub async fn start_with(
+        config: Config,
+        store: Arc<dyn Store>,
+        key: SigningKey,
+    ) -> anyhow::Result<Server> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let metrics = Arc::new(metrics::Metrics::new());
+
+        // Policies in force: the newest stored version. If it no longer compiles (say,
+        // after a Cedar upgrade), fail closed: deny everything until a valid one is put.
+        let (bundle, version) = match store.current_policy().await? {
+            None => (PolicyBundle::empty(), 0),
+            Some(v) => match PolicyBundle::compile(&v.schema_text, &v.policies_text) {
+                Ok(b) => (b, v.version),
+                Err(e) => {
+                    tracing::error!(version = v.version, error = %e, "stored policy no longer compiles; denying everything until a valid policy is put");
+                    (PolicyBundle::empty(), v.version)
+                }
+            },
+        };
+        let mut snap = snapshot::Snapshot::new(Arc::new(bundle), version);
+        for identity in store.all_identities().await? {
+            snap.upsert_identity(identity);
+        }
+        let mut tokens = std::collections::HashMap::new();
+        for t in store.tokens().await? {
+            if t.revoked_ms.is_none() {
+                tokens.insert(
+                    t.hash,
+                    snapshot::TokenInfo {
+                        id: t.id.clone(),
+                        name: t.name.clone(),
+                        role: t.role.clone(),
+                    },
+                );
+            }
+        }
+        let stored_tokens = store.tokens().await?;
+        snap.tokens = Arc::new(tokens);
+        metrics.identities.set(snap.principals.len() as i64);
+        let snapshot = Arc::new(ArcSwap::from_pointee(snap));
+
+        let log_id = store.meta(LOG_ID_KEY).await?;
+        let new_log_id = log_id.is_none();
+        let log_id = log_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let origin = format!("warrant/{log_id}");
+        let public_key = key.verifying_key();
+
+        let (writer, writer_task) = writer::Writer::spawn(
+            store.clone(),
+            snapshot.clone(),
+            clock.clone(),
+            Arc::new(key),
+            metrics.clone(),
+            writer::WriterConfig {
+                max_batch: config.max_batch,
+                origin: origin.clone(),
+                trust_domain: config.trust_domain.clone(),
+            },
+        );
+
+        if new_log_id {
+            let mut tx = store.begin_write().await?;
+            tx.set_meta(LOG_ID_KEY, &log_id).await?;
+            tx.commit().await?;
+        }
+
+        let now = clock.now_ms();
+        let mut new_admin_token = None;
+        if let Some(secret) = &config.admin_token {
+            let hash = auth::hash_token(secret);
+            let current = stored_tokens.iter().find(|t| t.id == ENV_TOKEN_ID);
+            if current.map(|t| (t.hash, t.revoked_ms)) != Some((hash, None)) {
+                writer
+                    .mutate(ops::Op::PutToken {
+                        actor: "system".into(),
+                        token: TokenRow {
+                            id: ENV_TOKEN_ID.into(),
+                            name: "admin token from WARRANT_ADMIN_TOKEN".into(),
+                            hash,
+                            role: "admin".into(),
+                            created_ms: now,
+                            revoked_ms: None,
+                        },
+                        note: "set from WARRANT_ADMIN_TOKEN",
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot store admin token: {e}"))?;
+            }
+        } else if !stored_tokens
+            .iter()
+            .any(|t| t.revoked_ms.is_none() && t.role == "admin")
+        {
+            let secret = auth::generate_token();
+            writer
+                .mutate(ops::Op::PutToken {
+                    actor: "system".into(),
+                    token: TokenRow {
+                        id: BOOTSTRAP_TOKEN_ID.into(),
+                        name: "bootstrap admin token".into(),
+                        hash: auth::hash_token(&secret),
+                        role: "admin".into(),
+                        created_ms: now,
+                        revoked_ms: None,
+                    },
+                    note: "generated on first start; shown once",
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot store bootstrap token: {e}"))?;
+            new_admin_token = Some(secret);
+        }
+        writer
+            .mutate(ops::Op::System {
+                payload: serde_json::json!({
+                    "event": "started",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "listen": config.listen.to_string(),
+                    "durability": format!("{:?}", config.durability).to_lowercase(),
+                    "policy_version": version,
+                }),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot write the audit log: {e}"))?;
+
+        let state = Arc::new(Inner {
+            store,
+            snapshot,
+            writer,
+            clock,
+            metrics,
+            public_key,
+            origin,
+            max_body_bytes: config.max_body_bytes,
+        });
+        Ok(Server {
+            state,
+            config,
+            new_admin_token,
+            writer_task,
+        })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
+    /// Serves until `shutdown` resolves; then flushes last-used times and signs a final checkpoint.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let jobs = spawn_jobs(self.state.clone(), &self.config);
+        let app = self.router();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server error")?;
+        jobs.abort();
+        flush_last_used(&self.state).await;
+        if let Err(e) = checkpoint_if_needed(&self.state).await {
+            tracing::warn!(error = %e, "final checkpoint failed");
+        }
+        drop(self.state);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.writer_task).await;
+        Ok(())
+    }
+}
+
+/// Signs a checkpoint when records were appended since the last one.
+pub async fn checkpoint_if_needed(state: &AppState) -> Result<bool, writer::WriteError> {
+    let unavailable = |e: warrant_store::StoreError| writer::WriteError::Unavailable(e.to_string());
+    let head = state.store.audit_head().await.map_err(unavailable)?;
+    let latest = state.store.latest_checkpoint().await.map_err(unavailable)?;
+    if head.tree.size() == 0 || latest.is_some_and(|c| c.size >= head.tree.size()) {
+        return Ok(false);
+    }
+    state.writer.checkpoint().await?;
+    Ok(true)
+}
+
+async fn flush_last_used(state: &AppState) {
+    let snap = state.snapshot.load();
+    let pending: Vec<_> = snap
+        .principals
+        .values()
+        .filter_map(|e| e.last_used.pending().map(|t| (e.clone(), t)))
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let used = pending
+        .iter()
+        .map(|(e, t)| (e.identity.id.clone(), *t))
+        .collect();
+    match state.writer.mutate(ops::Op::Touch(used)).await {
+        Ok(_) => {
+            for (e, t) in pending {
+                e.last_used.flushed.fetch_max(t, Ordering::Relaxed);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot record last-used times"),
+    }
+}
+
+fn spawn_jobs(state: AppState, config: &Config) -> tokio::task::JoinHandle<()> {
+    let cp_every = config.checkpoint_interval;
+    let flush_every = config.last_used_flush;
+    tokio::spawn(async move {
+        let mut cp = tokio::time::interval(cp_every);
+        let mut flush = tokio::time::interval(flush_every);
+        cp.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cp.tick() => {
+                    if let Err(e) = checkpoint_if_needed(&state).await {
+                        tracing::warn!(error = %e, "periodic checkpoint failed");
+                    }
+                }
+                _ = flush.tick() => flush_last_used(&state).await,
+            }
+        }
+    })
+}

@@ -139,7 +139,7 @@ fn policy_from_row(row: &SqliteRow) -> Result<PolicyVersion> {
 }
 
 fn head_from_parts(size: i64, frontier: &[u8]) -> Result<ChainHead> {
-    if frontier.len() % 32 != 0 {
+    if !frontier.len().is_multiple_of(32) {
         return Err(corrupt("audit head frontier length"));
     }
     let hashes: Vec<Hash> = frontier
@@ -379,11 +379,12 @@ impl Store for SqliteStore {
     }
 
     async fn audit_leaf_hashes(&self, size: u64) -> Result<Vec<Hash>> {
-        let rows = sqlx::query("SELECT seq, leaf_hash FROM audit_records WHERE seq < ? ORDER BY seq")
-            .bind(i64_from(size)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let rows =
+            sqlx::query("SELECT seq, leaf_hash FROM audit_records WHERE seq < ? ORDER BY seq")
+                .bind(i64_from(size)?)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
         let mut out = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let seq: i64 = row.try_get("seq").map_err(unavailable)?;

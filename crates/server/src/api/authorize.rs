@@ -1,0 +1,283 @@
+//! `/v1/authorize`: runtime decisions. This is the hot path.
+//!
+//! INVARIANT: a decision reads one immutable snapshot (an `ArcSwap` load: no lock, no
+//! database), evaluates Cedar against the principal's pre-built entities, and the only
+//! I/O is the group-committed audit append. An answer is sent only once its record is
+//! durable; when it cannot be written the caller gets 503, never an allow.
+//! Unknown, suspended and retired principals are denied before any policy is consulted.
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::AppState;
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use utoipa::ToSchema;
+use warrant_core::audit::{RecordDraft, RecordKind};
+use warrant_policy::{Decision, DecisionInput};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeRequest {
+    /// Identity id (`idn_…`) or SPIFFE ID of the acting identity.
+    pub principal: String,
+    /// Cedar action uid, e.g. `App::Action::"read"`.
+    pub action: String,
+    /// Cedar resource uid, e.g. `App::Document::"q3-report"`.
+    pub resource: String,
+    /// Request context (JSON object), checked against the action's context type.
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<serde_json::Value>,
+    /// Optional Cedar JSON entities describing the resource side.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub entities: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeterminingPolicyView {
+    pub id: String,
+    /// `permit` or `forbid`.
+    pub effect: String,
+    /// All annotations of the policy, e.g. `reason`.
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EvaluationErrorView {
+    pub policy_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PrincipalView {
+    pub id: String,
+    pub spiffe_id: String,
+    pub environment: String,
+    pub owner: String,
+    pub state: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuthorizeResponse {
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// One line explaining the decision.
+    pub reason: String,
+    pub determining_policies: Vec<DeterminingPolicyView>,
+    pub errors: Vec<EvaluationErrorView>,
+    /// The identity the principal resolved to (absent when unknown).
+    pub principal: Option<PrincipalView>,
+    pub policy_version: u64,
+    /// Sequence number of this decision's audit record.
+    pub audit_seq: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to 100 requests, decided independently.
+    pub requests: Vec<AuthorizeRequest>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchItem {
+    /// The decision, or absent when this request was malformed.
+    pub result: Option<AuthorizeResponse>,
+    /// Why this request could not be decided (its answer is deny).
+    pub error: Option<crate::error::ErrorBodyOwned>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    pub results: Vec<BatchItem>,
+}
+
+pub const MAX_BATCH: usize = 100;
+const MAX_CONTEXT_IN_AUDIT: usize = 4096;
+
+fn deny(reason: String) -> (Decision, String) {
+    (Decision::deny(), reason)
+}
+
+/// Decides one request against the current snapshot; no I/O. `Err` is malformed input.
+fn decide(
+    state: &AppState,
+    caller: &Caller,
+    req: &AuthorizeRequest,
+) -> Result<(AuthorizeResponse, RecordDraft), ApiError> {
+    let started = Instant::now();
+    let snap = state.snapshot.load();
+    let entry = snap.principal(&req.principal);
+    let (decision, reason) = match entry {
+        None => deny(format!("unknown principal `{}`", req.principal)),
+        Some(e) => match (e.identity.may_act(), &e.entities) {
+            (Err(why), _) => deny(why.to_owned()),
+            (Ok(()), None) => deny("principal entities unavailable (fail closed)".to_owned()),
+            (Ok(()), Some(entities)) => {
+                let input = DecisionInput {
+                    action: &req.action,
+                    resource: &req.resource,
+                    context: req.context.as_ref(),
+                    entities: req.entities.as_ref(),
+                };
+                let d = warrant_policy::decide(&snap.policy, entities, &input)
+                    .map_err(|e| ApiError::bad_request(format!("cannot decide: {e}")))?;
+                let summary = d.summary();
+                (d, summary)
+            }
+        },
+    };
+    let took = started.elapsed();
+    let now = state.clock.now_ms();
+    if let Some(e) = entry {
+        e.touch(now);
+    }
+    state.metrics.observe_decision(decision.allowed, took);
+
+    let verdict = if decision.allowed { "allow" } else { "deny" };
+    let context = match &req.context {
+        None => serde_json::Value::Null,
+        Some(c) => {
+            let text = c.to_string();
+            if text.len() <= MAX_CONTEXT_IN_AUDIT {
+                c.clone()
+            } else {
+                json!({ "sha256": hex::encode(Sha256::digest(text.as_bytes())), "bytes": text.len() })
+            }
+        }
+    };
+    let policy_ids: Vec<&str> = decision.determining.iter().map(|p| p.id.as_str()).collect();
+    let payload = json!({
+        "principal": req.principal,
+        "principal_id": entry.map(|e| e.identity.id.as_str()),
+        "action": req.action,
+        "resource": req.resource,
+        "decision": verdict,
+        "reason": reason,
+        "policies": policy_ids,
+        "errors": decision.errors.len(),
+        "policy_version": snap.policy_version,
+        "context": context,
+    });
+    let draft = RecordDraft {
+        kind: RecordKind::Decision,
+        actor: caller.actor(),
+        subject: match entry {
+            Some(e) => format!("identity:{}", e.identity.id),
+            None => format!("principal:{}", req.principal),
+        },
+        payload: payload.to_string(),
+    };
+    let response = AuthorizeResponse {
+        decision: verdict.to_owned(),
+        reason,
+        determining_policies: decision
+            .determining
+            .into_iter()
+            .map(|p| DeterminingPolicyView {
+                id: p.id,
+                effect: match p.effect {
+                    warrant_policy::Effect::Permit => "permit".into(),
+                    warrant_policy::Effect::Forbid => "forbid".into(),
+                },
+                annotations: p.annotations,
+            })
+            .collect(),
+        errors: decision
+            .errors
+            .into_iter()
+            .map(|e| EvaluationErrorView {
+                policy_id: e.policy_id,
+                message: e.message,
+            })
+            .collect(),
+        principal: entry.map(|e| PrincipalView {
+            id: e.identity.id.clone(),
+            spiffe_id: e.identity.spiffe_id.clone(),
+            environment: e.identity.environment.clone(),
+            owner: e.identity.owner.clone(),
+            state: e.identity.state.as_str().to_owned(),
+        }),
+        policy_version: snap.policy_version,
+        audit_seq: 0,
+    };
+    Ok((response, draft))
+}
+
+/// Decide one request. Every decision is audit-logged before the answer is sent.
+#[utoipa::path(post, path = "/v1/authorize", tag = "decisions", request_body = AuthorizeRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = AuthorizeResponse),
+              (status = 400, description = "malformed request (never an allow)", body = crate::error::ErrorBody),
+              (status = 401, body = crate::error::ErrorBody),
+              (status = 503, description = "the audit record could not be written: refused", body = crate::error::ErrorBody)))]
+pub async fn authorize(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<AuthorizeRequest>,
+) -> Result<Json<AuthorizeResponse>, ApiError> {
+    let (mut response, draft) = decide(&state, &caller, &req)?;
+    let seqs = state.writer.append(vec![draft]).await?;
+    response.audit_seq = seqs
+        .first()
+        .copied()
+        .ok_or_else(|| ApiError::internal("audit append returned no sequence number"))?;
+    Ok(Json(response))
+}
+
+/// Decide up to 100 requests; all their audit records are written in one group commit.
+#[utoipa::path(post, path = "/v1/authorize/batch", tag = "decisions", request_body = BatchRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = BatchResponse), (status = 400, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
+pub async fn batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    if body.requests.is_empty() || body.requests.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "`requests` must hold 1 to {MAX_BATCH} requests, got {}",
+            body.requests.len()
+        )));
+    }
+    let mut items = Vec::with_capacity(body.requests.len());
+    let mut drafts = Vec::with_capacity(body.requests.len());
+    for req in &body.requests {
+        match decide(&state, &caller, req) {
+            Ok((resp, draft)) => {
+                items.push(BatchItem {
+                    result: Some(resp),
+                    error: None,
+                });
+                drafts.push(draft);
+            }
+            Err(e) => items.push(BatchItem {
+                result: None,
+                error: Some(crate::error::ErrorBodyOwned {
+                    error: e.code.to_owned(),
+                    message: e.message,
+                }),
+            }),
+        }
+    }
+    let seqs = if drafts.is_empty() {
+        vec![]
+    } else {
+        state.writer.append(drafts).await?
+    };
+    let mut seqs = seqs.into_iter();
+    for item in items.iter_mut() {
+        if let Some(r) = item.result.as_mut() {
+            r.audit_seq = seqs.next().ok_or_else(|| {
+                ApiError::internal("audit append returned too few sequence numbers")
+            })?;
+        }
+    }
+    Ok(Json(BatchResponse { results: items }))
+}

@@ -1,0 +1,186 @@
+//! Server configuration: a versioned TOML file, then environment, then flags; validated
+//! once into [`Config`].
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use warrant_store::sqlite::Durability;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+pub const DEFAULT_DATA_DIR: &str = "warrant-data";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub trust_domain: String,
+    pub durability: Durability,
+    pub checkpoint_interval: Duration,
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+    pub last_used_flush: Duration,
+    /// From `WARRANT_ADMIN_TOKEN`; never logged.
+    pub admin_token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7878))),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            trust_domain: "warrant.local".into(),
+            durability: Durability::Full,
+            checkpoint_interval: Duration::from_secs(60),
+            max_body_bytes: 1024 * 1024,
+            max_batch: 1024,
+            last_used_flush: Duration::from_secs(10),
+            admin_token: None,
+        }
+    }
+}
+
+/// The config file (`warrant.toml`). Unknown keys are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Config format version; must be 1.
+    pub version: u32,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub trust_domain: Option<String>,
+    /// `full` (fsync every commit) or `normal` (survives process crash, not power loss).
+    pub durability: Option<String>,
+    pub checkpoint_interval_secs: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Overrides from environment and flags (already merged by the CLI, flags winning).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub trust_domain: Option<String>,
+    pub durability: Option<String>,
+    pub checkpoint_interval_secs: Option<u64>,
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file `{path}`: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+pub fn parse_durability(s: &str) -> Result<Durability, ConfigError> {
+    match s {
+        "full" => Ok(Durability::Full),
+        "normal" => Ok(Durability::Normal),
+        other => Err(invalid(
+            "durability",
+            format!("`{other}` is not `full` or `normal`"),
+        )),
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, o: Overrides) -> Result<Config, ConfigError> {
+        let fc = match file {
+            None => FileConfig {
+                version: 1,
+                ..Default::default()
+            },
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.message().to_owned(),
+                })?
+            }
+        };
+        if fc.version != 1 {
+            return Err(invalid(
+                "version",
+                format!(
+                    "config version {} is not supported (expected 1)",
+                    fc.version
+                ),
+            ));
+        }
+        let mut c = Config::default();
+        if let Some(l) = o.listen.or(fc.listen) {
+            c.listen = l.parse().map_err(|_| {
+                invalid(
+                    "listen",
+                    format!("`{l}` is not an address like 127.0.0.1:7878"),
+                )
+            })?;
+        }
+        if let Some(d) = o.data_dir.or(fc.data_dir) {
+            c.data_dir = d;
+        }
+        if let Some(t) = o.trust_domain.or(fc.trust_domain) {
+            warrant_core::identity::validate_trust_domain(&t)
+                .map_err(|e| invalid("trust_domain", e.to_string()))?;
+            c.trust_domain = t;
+        }
+        if let Some(d) = o.durability.or(fc.durability) {
+            c.durability = parse_durability(&d)?;
+        }
+        if let Some(s) = o.checkpoint_interval_secs.or(fc.checkpoint_interval_secs) {
+            if s == 0 {
+                return Err(invalid("checkpoint_interval_secs", "must be at least 1"));
+            }
+            c.checkpoint_interval = Duration::from_secs(s);
+        }
+        if let Some(b) = fc.max_body_bytes {
+            if !(1024..=64 * 1024 * 1024).contains(&b) {
+                return Err(invalid(
+                    "max_body_bytes",
+                    "must be between 1 KiB and 64 MiB",
+                ));
+            }
+            c.max_body_bytes = b;
+        }
+        if let Some(t) = o.admin_token {
+            if t.len() < 32 || t.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                return Err(invalid(
+                    "WARRANT_ADMIN_TOKEN",
+                    "must be at least 32 characters without spaces",
+                ));
+            }
+            c.admin_token = Some(t);
+        }
+        Ok(c)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("warrant.db")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+}

@@ -1,0 +1,144 @@
+//! The immutable decision snapshot: policies + principals + API tokens.
+//!
+//! Decisions read the current snapshot through an `ArcSwap` load (no lock) and never
+//! touch the database. Only the writer builds new snapshots, after the change that caused
+//! them has committed, and swaps them in atomically. Principals live in a persistent hash
+//! map (`imbl`), so changing one identity costs O(log n) and a snapshot clone is O(1):
+//! the cost of a decision does not grow with the number of identities.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use warrant_core::identity::{Identity, IdentityState};
+use warrant_core::merkle::Hash;
+use warrant_core::Millis;
+use warrant_policy::{PolicyBundle, PrincipalEntities, PrincipalFacts};
+
+/// One registered identity as the decision path sees it.
+pub struct PrincipalEntry {
+    pub identity: Identity,
+    /// Pre-built Cedar entities; `None` for identities that may not act (not active).
+    pub entities: Option<PrincipalEntities>,
+    /// Last time this identity was the principal of a decision (flushed to the store
+    /// periodically, off the decision path). Shared across snapshot versions.
+    pub last_used: Arc<LastUsed>,
+}
+
+#[derive(Debug, Default)]
+pub struct LastUsed {
+    pub used: AtomicI64,
+    pub flushed: AtomicI64,
+}
+
+impl LastUsed {
+    /// The time to flush, if it moved since the last flush.
+    pub fn pending(&self) -> Option<Millis> {
+        let used = self.used.load(Ordering::Relaxed);
+        (used > self.flushed.load(Ordering::Relaxed)).then_some(used)
+    }
+}
+
+impl PrincipalEntry {
+    pub fn build(identity: Identity, last_used: Option<Arc<LastUsed>>) -> Self {
+        let entities = if identity.state == IdentityState::Active {
+            match warrant_policy::build_principal(&facts(&identity)) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    // Fail closed: an identity whose entities cannot be built is denied.
+                    tracing::error!(identity = %identity.id, error = %e, "cannot build principal entities");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let last_used = last_used.unwrap_or_else(|| {
+            let t = identity.last_used_ms.unwrap_or(0);
+            Arc::new(LastUsed {
+                used: AtomicI64::new(t),
+                flushed: AtomicI64::new(t),
+            })
+        });
+        PrincipalEntry {
+            identity,
+            entities,
+            last_used,
+        }
+    }
+
+    /// The effective last-used time (in memory, possibly newer than the store's).
+    pub fn last_used_ms(&self) -> Option<Millis> {
+        let t = self.last_used.used.load(Ordering::Relaxed);
+        (t > 0).then_some(t)
+    }
+
+    pub fn touch(&self, now: Millis) {
+        self.last_used.used.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+pub fn facts(i: &Identity) -> PrincipalFacts {
+    PrincipalFacts {
+        id: i.id.clone(),
+        name: i.name.clone(),
+        kind: i.kind.as_str().to_owned(),
+        environment: i.environment.clone(),
+        owner: i.owner.clone(),
+        spiffe_id: i.spiffe_id.clone(),
+        roles: i.roles.clone(),
+        entitlements: i.entitlements.clone(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Clone)]
+pub struct Snapshot {
+    pub policy: Arc<PolicyBundle>,
+    pub policy_version: u64,
+    pub principals: imbl::HashMap<String, Arc<PrincipalEntry>>,
+    pub by_spiffe: imbl::HashMap<String, String>,
+    /// SHA-256 of the token secret → token. Revoked tokens are not present.
+    pub tokens: Arc<HashMap<Hash, TokenInfo>>,
+}
+
+impl Snapshot {
+    pub fn new(policy: Arc<PolicyBundle>, policy_version: u64) -> Self {
+        Snapshot {
+            policy,
+            policy_version,
+            principals: imbl::HashMap::new(),
+            by_spiffe: imbl::HashMap::new(),
+            tokens: Arc::new(HashMap::new()),
+        }
+    }
+
+    /// Resolves a principal reference: an identity id or its SPIFFE URI.
+    pub fn principal(&self, reference: &str) -> Option<&Arc<PrincipalEntry>> {
+        if reference.starts_with("spiffe://") {
+            self.by_spiffe
+                .get(reference)
+                .and_then(|id| self.principals.get(id))
+        } else {
+            self.principals.get(reference)
+        }
+    }
+
+    /// Inserts or replaces an identity, keeping its last-used counter.
+    pub fn upsert_identity(&mut self, identity: Identity) {
+        let last_used = self
+            .principals
+            .get(&identity.id)
+            .map(|e| e.last_used.clone());
+        self.by_spiffe
+            .insert(identity.spiffe_id.clone(), identity.id.clone());
+        let id = identity.id.clone();
+        self.principals
+            .insert(id, Arc::new(PrincipalEntry::build(identity, last_used)));
+    }
+}

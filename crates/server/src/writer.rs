@@ -1,0 +1,274 @@
+//! The group-commit writer: the only code path that writes to the store.
+//!
+//! Requests hand it jobs over a channel and wait for the answer. The writer takes every
+//! job that is waiting (up to a bound), applies them in one database transaction, seals
+//! their audit records into the Merkle chain, commits once (one fsync for the whole
+//! batch), then publishes the new decision snapshot, then answers. So:
+//!
+//! - INVARIANT: a change and its audit record commit together or not at all; if the
+//!   commit fails, every job in the batch is answered `Unavailable` and nothing is applied.
+//! - INVARIANT: a caller is answered only after its records are durable and the snapshot
+//!   that reflects its change is in force.
+//! - Each mutating job runs inside a savepoint, so one refused job (a conflict, say) does
+//!   not spoil the others in its batch.
+
+use crate::metrics::Metrics;
+use crate::ops::{self, Effect, Op};
+use crate::snapshot::{Snapshot, TokenInfo};
+use arc_swap::ArcSwap;
+use ed25519_dalek::SigningKey;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use warrant_core::audit::{AuditRecord, RecordDraft};
+use warrant_core::checkpoint::Checkpoint;
+use warrant_core::Clock;
+use warrant_store::{Store, WriteTx};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The store or the audit log could not be written: fail closed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a job produced once committed.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Sequence numbers of this job's audit records.
+    pub seqs: Vec<u64>,
+    pub outcome: ops::Outcome,
+}
+
+enum Job {
+    Append(Vec<RecordDraft>),
+    Mutate(Box<Op>),
+    Checkpoint,
+}
+
+struct Pending {
+    job: Job,
+    reply: oneshot::Sender<Result<Committed, WriteError>>,
+}
+
+/// Handle used by request handlers.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Pending>,
+}
+
+pub struct WriterConfig {
+    pub max_batch: usize,
+    pub origin: String,
+    pub trust_domain: String,
+}
+
+impl Writer {
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        clock: Arc<dyn Clock>,
+        key: Arc<SigningKey>,
+        metrics: Arc<Metrics>,
+        config: WriterConfig,
+    ) -> (Writer, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Pending>(config.max_batch * 8);
+        let task = WriterTask {
+            store,
+            snapshot,
+            clock,
+            key,
+            metrics,
+            config,
+        };
+        let handle = tokio::spawn(task.run(rx));
+        (Writer { tx }, handle)
+    }
+
+    async fn submit(&self, job: Job) -> Result<Committed, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { job, reply })
+            .await
+            .map_err(|_| WriteError::Unavailable("audit writer is not running".into()))?;
+        rx.await
+            .map_err(|_| WriteError::Unavailable("audit writer stopped".into()))?
+    }
+
+    /// Appends records that describe no change (decisions); returns their sequence numbers.
+    pub async fn append(&self, drafts: Vec<RecordDraft>) -> Result<Vec<u64>, WriteError> {
+        Ok(self.submit(Job::Append(drafts)).await?.seqs)
+    }
+
+    /// Applies a change together with its audit record.
+    pub async fn mutate(&self, op: Op) -> Result<Committed, WriteError> {
+        self.submit(Job::Mutate(Box::new(op))).await
+    }
+
+    /// Signs and stores a checkpoint of the tree as of the end of this batch.
+    pub async fn checkpoint(&self) -> Result<Committed, WriteError> {
+        self.submit(Job::Checkpoint).await
+    }
+}
+
+struct WriterTask {
+    store: Arc<dyn Store>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    clock: Arc<dyn Clock>,
+    key: Arc<SigningKey>,
+    metrics: Arc<Metrics>,
+    config: WriterConfig,
+}
+
+type JobResult = Result<(std::ops::Range<usize>, ops::Outcome), WriteError>;
+
+impl WriterTask {
+    async fn run(self, mut rx: mpsc::Receiver<Pending>) {
+        let mut batch = Vec::with_capacity(self.config.max_batch);
+        while rx.recv_many(&mut batch, self.config.max_batch).await > 0 {
+            let (jobs, replies): (Vec<Job>, Vec<_>) =
+                batch.drain(..).map(|p| (p.job, p.reply)).unzip();
+            self.process(jobs, replies).await;
+        }
+    }
+
+    async fn process(
+        &self,
+        jobs: Vec<Job>,
+        replies: Vec<oneshot::Sender<Result<Committed, WriteError>>>,
+    ) {
+        let started = Instant::now();
+        let count = jobs.len();
+        match self.apply(jobs).await {
+            Ok((results, records, effects)) => {
+                if !effects.is_empty() {
+                    self.publish(effects);
+                }
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result.map(|(range, outcome)| {
+                        Committed {
+                            seqs: records
+                                .get(range)
+                                .map(|rs| rs.iter().map(|r| r.seq).collect())
+                                .unwrap_or_default(),
+                            outcome,
+                        }
+                    }));
+                }
+                self.metrics
+                    .observe_batch(count, records.len(), started.elapsed());
+            }
+            Err(err) => {
+                tracing::error!(error = %err, jobs = count, "write batch failed; refusing all its jobs");
+                self.metrics.audit_failures.inc();
+                for r in replies {
+                    let _ = r.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Runs one batch in one transaction. `Err` means nothing was applied.
+    async fn apply(
+        &self,
+        jobs: Vec<Job>,
+    ) -> Result<(Vec<JobResult>, Vec<AuditRecord>, Vec<Effect>), WriteError> {
+        let unavailable = |e: warrant_store::StoreError| WriteError::Unavailable(e.to_string());
+        let now = self.clock.now_ms();
+        let mut results: Vec<JobResult> = Vec::with_capacity(jobs.len());
+        let mut drafts: Vec<RecordDraft> = Vec::new();
+        let mut effects: Vec<Effect> = Vec::new();
+        let mut want_checkpoint = false;
+
+        let mut tx: Box<dyn WriteTx> = self.store.begin_write().await.map_err(unavailable)?;
+        let mut head = tx.load_chain_head().await.map_err(unavailable)?;
+        let ctx = ops::Ctx {
+            now,
+            trust_domain: &self.config.trust_domain,
+        };
+        for job in jobs {
+            let start = drafts.len();
+            let result = match job {
+                Job::Append(mut d) => {
+                    drafts.append(&mut d);
+                    Ok(ops::Outcome::None)
+                }
+                Job::Checkpoint => {
+                    want_checkpoint = true;
+                    Ok(ops::Outcome::None)
+                }
+                Job::Mutate(op) => {
+                    tx.savepoint().await.map_err(unavailable)?;
+                    match ops::apply(&mut *tx, *op, &ctx).await {
+                        Ok(applied) => {
+                            tx.release_savepoint().await.map_err(unavailable)?;
+                            drafts.extend(applied.drafts);
+                            effects.extend(applied.effect);
+                            Ok(applied.outcome)
+                        }
+                        // The store failed: the whole batch fails closed.
+                        Err(e @ WriteError::Unavailable(_)) => return Err(e),
+                        // A domain refusal: undo this job only.
+                        Err(refused) => {
+                            tx.rollback_to_savepoint().await.map_err(unavailable)?;
+                            Err(refused)
+                        }
+                    }
+                }
+            };
+            results.push(result.map(|o| (start..drafts.len(), o)));
+        }
+
+        let records: Vec<AuditRecord> = drafts.into_iter().map(|d| head.seal(d, now)).collect();
+        tx.append_records(&records).await.map_err(unavailable)?;
+        tx.store_chain_head(&head).await.map_err(unavailable)?;
+        if want_checkpoint && head.tree.size() > 0 {
+            let cp = Checkpoint::sign(
+                &self.config.origin,
+                head.tree.size(),
+                head.tree.root(),
+                now,
+                &self.key,
+            );
+            tx.insert_checkpoint(&cp).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok((results, records, effects))
+    }
+
+    /// Applies committed effects to a new snapshot and swaps it in.
+    fn publish(&self, effects: Vec<Effect>) {
+        let mut next: Snapshot = (**self.snapshot.load()).clone();
+        for effect in effects {
+            match effect {
+                Effect::Identity(identity) => next.upsert_identity(*identity),
+                Effect::Policy { version, bundle } => {
+                    next.policy = bundle;
+                    next.policy_version = version;
+                }
+                Effect::Token(row) => {
+                    let mut tokens = (*next.tokens).clone();
+                    tokens.retain(|_, t| t.id != row.id);
+                    if row.revoked_ms.is_none() {
+                        tokens.insert(
+                            row.hash,
+                            TokenInfo {
+                                id: row.id.clone(),
+                                name: row.name.clone(),
+                                role: row.role.clone(),
+                            },
+                        );
+                    }
+                    next.tokens = Arc::new(tokens);
+                }
+            }
+        }
+        self.snapshot.store(Arc::new(next));
+    }
+}
