@@ -29,6 +29,9 @@ fn parts() {
     time("request new schema", 20000, || Request::new(p.clone(), action.clone(), r.clone(), c.clone(), Some(&schema)).unwrap());
     time("request new none", 20000, || Request::new(p.clone(), action.clone(), r.clone(), c.clone(), None).unwrap());
     time("ctx validate", 20000, || c.validate(&schema, &action).unwrap());
+    time("ctx from_pairs", 20000, || Context::from_pairs([("mfa".to_owned(), RestrictedExpression::new_bool(true)), ("risk".to_owned(), RestrictedExpression::new_long(20))]).unwrap());
+    time("ctx from_pairs empty", 20000, || Context::from_pairs([]).unwrap());
+    time("ctx empty", 20000, || Context::empty());
     let bundle = crate::fixtures::bundle();
     let pr = crate::fixtures::principal("agent-7", "prod", &["analyst"], &[]);
     let input = warrant_policy::DecisionInput { action: r#"App::Action::"read""#, resource: r#"App::Document::"q3-report""#, context: Some(&ctx), entities: None };

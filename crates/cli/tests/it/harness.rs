@@ -1,0 +1,225 @@
+//! Boots real `warrant serve` processes on ephemeral loopback ports with temp data dirs.
+
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use warrant_client::Client;
+
+pub const ADMIN_TOKEN: &str = "wrt_test_admin_token_0123456789abcdefghijklmnop";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_warrant")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running server. Killed (SIGKILL) on drop unless stopped.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub url: String,
+}
+
+pub struct Options {
+    pub admin_token: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
+            extra_args: vec![],
+        }
+    }
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, Options::default())
+    }
+
+    pub fn start_with(data_dir: &Path, opts: Options) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(&opts.extra_args)
+            .env_remove("WARRANT_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(t) = &opts.admin_token {
+            cmd.env("WARRANT_ADMIN_TOKEN", t);
+        }
+        let child = cmd.spawn().expect("spawn warrant serve");
+        let server = Server {
+            child: Some(child),
+            port,
+            data_dir: data_dir.to_owned(),
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(resp) = probe::ready(&format!("{}/readyz", self.url)) {
+                if resp {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server on port {} did not become ready", self.port);
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, Some(ADMIN_TOKEN.to_owned())).expect("client")
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client::new(&self.url, None).expect("client")
+    }
+
+    /// SIGKILL, no cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the captured stderr.
+    pub fn stop(&mut self) -> String {
+        let mut out = String::new();
+        if let Some(mut c) = self.child.take() {
+            let pid = c.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+            if let Some(mut e) = c.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut out);
+            }
+        }
+        out
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("warrant.db")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Tiny blocking readiness probe (plain TCP, no async runtime needed).
+mod probe {
+    pub fn ready(url: &str) -> std::io::Result<bool> {
+        use std::io::{Read, Write};
+        let rest = url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut s = std::net::TcpStream::connect(host)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf.starts_with("HTTP/1.1 200"))
+    }
+}
+
+/// Runs the CLI with the given args (server/token set for `server`), returns its output.
+pub fn cli(server: Option<&Server>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env_remove("WARRANT_TOKEN").env_remove("WARRANT_SERVER");
+    if let Some(s) = server {
+        cmd.env("WARRANT_SERVER", &s.url).env("WARRANT_TOKEN", ADMIN_TOKEN);
+    }
+    cmd.output().expect("run warrant")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub const SCHEMA: &str = r#"
+namespace App {
+  entity Document = { classification: String };
+  action read, write appliesTo {
+    principal: [Warrant::Identity],
+    resource: [Document],
+    context: { risk: Long }
+  };
+}
+"#;
+
+pub const POLICIES: &str = r#"
+@id("readers-read")
+@reason("readers may read documents at low risk")
+permit (principal in Warrant::Role::"reader", action == App::Action::"read", resource)
+when { context.risk < 50 };
+
+@id("no-prod-writes-by-ai")
+@reason("AI tools never write in production")
+forbid (principal in Warrant::Environment::"prod", action == App::Action::"write", resource)
+when { principal.kind == "ai_tool" };
+
+@id("writers-write")
+permit (principal, action == App::Action::"write", resource)
+when { principal.entitlements.contains("docs:write") };
+"#;
+
+/// Registers an identity and returns its id.
+pub async fn create_identity(c: &Client, name: &str, env: &str, roles: &[&str]) -> String {
+    let v = c
+        .create_identity(&json!({
+            "name": name, "kind": "ai_tool", "environment": env,
+            "owner": "alice@example.com", "roles": roles,
+            "entitlements": ["docs:write"],
+        }))
+        .await
+        .expect("create identity");
+    v["id"].as_str().expect("id").to_owned()
+}
+
+pub fn read_req(principal: &str, risk: i64) -> Value {
+    json!({
+        "principal": principal,
+        "action": "App::Action::\"read\"",
+        "resource": "App::Document::\"q3\"",
+        "context": { "risk": risk },
+    })
+}

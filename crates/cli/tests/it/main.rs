@@ -1,0 +1,10 @@
+//! Integration tests: the real `warrant` binary, a real SQLite file in a temp data
+//! directory, real HTTP over loopback. One test binary (link time on two cores).
+
+mod harness;
+
+mod bad_input;
+mod durability;
+mod e2e;
+mod openapi;
+mod tamper;
