@@ -6,11 +6,11 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cedar_policy::{
-    Authorizer, Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, SchemaFragment,
+    Authorizer, Entity, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Schema, SchemaFragment,
     ValidationMode, Validator,
 };
 
-use crate::context_types::context_types;
+use crate::context_types::{context_types, ContextType};
 use crate::decision::Effect;
 use crate::diagnostics::{
     from_miette, from_miette_all, position, statement_starts, Diagnostic, PolicyErrors, SourceKind,
@@ -61,13 +61,13 @@ pub struct PolicyBundle {
     pub(crate) authorizer: Authorizer,
     pub(crate) meta: HashMap<PolicyId, PolicyMeta>,
     /// The schema's actions by their canonical text (`App::Action::"read"`).
-    pub(crate) actions: HashMap<String, EntityUid>,
+    pub(crate) actions: HashMap<String, ActionInfo>,
+    /// The schema's entity types by their canonical text (`App::Document`).
+    pub(crate) entity_types: HashMap<String, EntityTypeName>,
     /// The schema's action entities, kept only when the schema has action groups: then
     /// `action in <group>` needs them in the entity store. Without groups, `action in [..]`
     /// and `action == ..` are decided by equality and no action entity is needed.
     pub(crate) action_entities: Option<Vec<Entity>>,
-    /// Each action's declared context type as schema text, for error messages.
-    pub(crate) context_types: HashMap<String, String>,
     pub(crate) generation: u64,
     ids: Vec<String>,
     schema_text: String,
@@ -82,6 +82,15 @@ impl fmt::Debug for PolicyBundle {
             .field("actions", &self.actions.len())
             .finish_non_exhaustive()
     }
+}
+
+/// One action of the schema.
+#[derive(Debug)]
+pub(crate) struct ActionInfo {
+    pub uid: EntityUid,
+    /// The declared context type; `None` when it could not be worked out, and then the
+    /// context always goes through cedar's schema-directed parser.
+    pub context: Option<ContextType>,
 }
 
 /// A policy set with ids assigned, before validation.
@@ -143,7 +152,19 @@ impl PolicyBundle {
         let schema = validator.schema().clone();
         let actions = schema
             .actions()
-            .map(|uid| (uid.to_string(), uid.clone()))
+            .map(|uid| {
+                let text = uid.to_string();
+                let context = context_types.get(&text).cloned();
+                let info = ActionInfo {
+                    uid: uid.clone(),
+                    context,
+                };
+                (text, info)
+            })
+            .collect();
+        let entity_types = schema
+            .entity_types()
+            .map(|ty| (ty.to_string(), ty.clone()))
             .collect();
         let action_entities = if schema.action_groups().next().is_some() {
             let entities = schema.action_entities().map_err(|e| {
@@ -159,8 +180,8 @@ impl PolicyBundle {
             authorizer: Authorizer::new(),
             meta: parsed.meta,
             actions,
+            entity_types,
             action_entities,
-            context_types,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             ids: parsed.ids,
             schema_text: schema_src.to_owned(),
@@ -180,8 +201,8 @@ impl PolicyBundle {
                 authorizer: Authorizer::new(),
                 meta: HashMap::new(),
                 actions: HashMap::new(),
+                entity_types: HashMap::new(),
                 action_entities: None,
-                context_types: HashMap::new(),
                 generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
                 ids: Vec::new(),
                 schema_text: String::new(),
@@ -207,7 +228,7 @@ impl PolicyBundle {
 
     /// The schema's action for `text`: a fast lookup of the canonical text, then a parse
     /// for any other spelling of the same uid.
-    pub(crate) fn action(&self, text: &str) -> Result<&EntityUid, crate::decision::RequestError> {
+    pub(crate) fn action(&self, text: &str) -> Result<&ActionInfo, crate::decision::RequestError> {
         use crate::decision::RequestError;
         if let Some(uid) = self.actions.get(text) {
             return Ok(uid);
@@ -229,7 +250,7 @@ pub fn check_syntax(policies_src: &str) -> Result<Vec<String>, PolicyErrors> {
     parse_policies(policies_src).map(|p| p.ids)
 }
 
-fn build_schema(src: &str) -> Result<(Schema, HashMap<String, String>), Vec<Diagnostic>> {
+fn build_schema(src: &str) -> Result<(Schema, HashMap<String, ContextType>), Vec<Diagnostic>> {
     let kind = SourceKind::Schema;
     let user = if src.trim_start().starts_with('{') {
         SchemaFragment::from_json_str(src).map_err(|e| {

@@ -1,6 +1,9 @@
-//! The context type each action declares, rendered as Cedar schema text at compile time,
-//! so a request whose context does not match can be told what was expected (cedar's own
-//! message only says that the context is not valid).
+//! What each action declares as its context type, worked out once at compile time:
+//! - as Cedar schema text, so a request whose context does not match can be told what
+//!   was expected (cedar's own message only says that the context is not valid);
+//! - whether it is *plain* (only `Bool`, `Long`, `String`, and sets and records of
+//!   them), so `decide` can build the context straight from JSON instead of running
+//!   cedar's schema-directed JSON parser, which costs several times more.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -8,22 +11,36 @@ use std::str::FromStr;
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 use serde_json::{Map, Value};
 
-/// Deepest nesting rendered; deeper types print as `...`.
+/// Deepest nesting looked at; deeper types print as `...` and are not plain.
 const MAX_DEPTH: usize = 16;
 
-/// Expected context type text by canonical action uid text, from a schema fragment in
+/// One action's declared context type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ContextType {
+    /// Cedar schema text, e.g. `{ mfa?: Bool, risk: Long }`.
+    pub text: String,
+    /// INVARIANT: true only when every type in the context resolves, for certain, to
+    /// `Bool`, `Long`, `String`, or sets and records of them. Then plain JSON (no `__`
+    /// escapes, integers only) means the same Cedar value with or without the schema.
+    pub plain: bool,
+}
+
+/// Declared context types by canonical action uid text, from a schema fragment in
 /// Cedar JSON schema form. Actions that apply to nothing are left out.
-pub(crate) fn context_types(fragment: &Value) -> HashMap<String, String> {
+pub(crate) fn context_types(fragment: &Value) -> HashMap<String, ContextType> {
     let mut out = HashMap::new();
     let Some(namespaces) = fragment.as_object() else {
         return out;
     };
     let empty = Map::new();
-    for (ns, body) in namespaces {
-        let commons = body
-            .get("commonTypes")
+    let section = |ns: &str, key: &str| {
+        namespaces
+            .get(ns)
+            .and_then(|body| body.get(key))
             .and_then(Value::as_object)
-            .unwrap_or(&empty);
+            .unwrap_or(&empty)
+    };
+    for (ns, body) in namespaces {
         let Some(actions) = body.get("actions").and_then(Value::as_object) else {
             continue;
         };
@@ -35,27 +52,82 @@ pub(crate) fn context_types(fragment: &Value) -> HashMap<String, String> {
         let Ok(action_type) = EntityTypeName::from_str(&action_type) else {
             continue;
         };
-        let renderer = Renderer { ns, commons };
+        let types = Types {
+            ns,
+            commons: section(ns, "commonTypes"),
+            entities: section(ns, "entityTypes"),
+            root_commons: section("", "commonTypes"),
+            root_entities: section("", "entityTypes"),
+        };
         for (name, action) in actions {
             let Some(applies_to) = action.get("appliesTo") else {
                 continue;
             };
-            let text = applies_to
-                .get("context")
-                .map_or_else(|| "{}".to_owned(), |ty| renderer.render(ty, 0));
+            let context = match applies_to.get("context") {
+                Some(ty) => ContextType {
+                    text: types.render(ty, 0),
+                    plain: types.is_plain(ty, 0),
+                },
+                None => ContextType {
+                    text: "{}".to_owned(),
+                    plain: true,
+                },
+            };
             let uid = EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(name));
-            out.insert(uid.to_string(), text);
+            out.insert(uid.to_string(), context);
         }
     }
     out
 }
 
-struct Renderer<'a> {
+/// The names visible from one namespace.
+struct Types<'a> {
     ns: &'a str,
     commons: &'a Map<String, Value>,
+    entities: &'a Map<String, Value>,
+    root_commons: &'a Map<String, Value>,
+    root_entities: &'a Map<String, Value>,
 }
 
-impl Renderer<'_> {
+/// How a type name resolves, following cedar's order: this namespace's common and
+/// entity types, then the empty namespace's, then the built-in types.
+enum Resolved<'a> {
+    /// A common type of this namespace.
+    Common(&'a Value),
+    /// `Bool`, `Long` or `String`.
+    Primitive(&'static str),
+    /// Anything else: an entity type, an extension type, another namespace's type.
+    Other,
+}
+
+impl<'a> Types<'a> {
+    fn resolve(&self, name: &str) -> Resolved<'a> {
+        if let Some(builtin) = name.strip_prefix("__cedar::") {
+            return primitive(builtin).map_or(Resolved::Other, Resolved::Primitive);
+        }
+        let local = if self.ns.is_empty() || !name.contains("::") {
+            Some(name)
+        } else {
+            name.strip_prefix(self.ns)
+                .and_then(|rest| rest.strip_prefix("::"))
+        };
+        if let Some(local) = local {
+            if let Some(common) = self.commons.get(local) {
+                return Resolved::Common(common);
+            }
+            if self.entities.contains_key(local) {
+                return Resolved::Other;
+            }
+        }
+        if name.contains("::") {
+            return Resolved::Other;
+        }
+        if self.root_commons.contains_key(name) || self.root_entities.contains_key(name) {
+            return Resolved::Other;
+        }
+        primitive(name).map_or(Resolved::Other, Resolved::Primitive)
+    }
+
     fn render(&self, ty: &Value, depth: usize) -> String {
         if depth > MAX_DEPTH {
             return "...".to_owned();
@@ -63,9 +135,7 @@ impl Renderer<'_> {
         let name = || ty.get("name").and_then(Value::as_str).unwrap_or("?");
         match ty.get("type").and_then(Value::as_str) {
             Some("Record") => {
-                let attrs = ty
-                    .get("attributes")
-                    .and_then(Value::as_object)
+                let attrs: Vec<String> = attributes(ty)
                     .map(|attrs| {
                         attrs
                             .iter()
@@ -79,7 +149,7 @@ impl Renderer<'_> {
                                     self.render(v, depth + 1)
                                 )
                             })
-                            .collect::<Vec<_>>()
+                            .collect()
                     })
                     .unwrap_or_default();
                 if attrs.is_empty() {
@@ -94,29 +164,66 @@ impl Renderer<'_> {
                     .map_or_else(|| "?".to_owned(), |e| self.render(e, depth + 1))
             ),
             Some("Entity" | "Extension") => name().to_owned(),
-            Some("EntityOrCommon") => self.named(name(), depth),
-            Some(other) => self.named(other, depth),
+            Some("EntityOrCommon") => self.render_named(name(), depth),
+            Some(other) => self.render_named(other, depth),
             None => "?".to_owned(),
         }
     }
 
-    /// A type by name: a common type of this namespace is shown inline.
-    fn named(&self, name: &str, depth: usize) -> String {
-        let name = name.strip_prefix("__cedar::").unwrap_or(name);
-        if name == "Boolean" {
-            return "Bool".to_owned();
+    fn render_named(&self, name: &str, depth: usize) -> String {
+        match self.resolve(name) {
+            Resolved::Common(common) => self.render(common, depth + 1),
+            Resolved::Primitive(p) => p.to_owned(),
+            Resolved::Other => name.to_owned(),
         }
-        let local = if self.ns.is_empty() {
-            Some(name)
-        } else {
-            name.strip_prefix(self.ns)
-                .and_then(|rest| rest.strip_prefix("::"))
-                .or(Some(name))
-        };
-        match local.and_then(|n| self.commons.get(n)) {
-            Some(common) => self.render(common, depth + 1),
-            None => name.to_owned(),
+    }
+
+    fn is_plain(&self, ty: &Value, depth: usize) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
         }
+        match ty.get("type").and_then(Value::as_str) {
+            Some("Record") => {
+                ty.get("additionalAttributes").and_then(Value::as_bool) != Some(true)
+                    && attributes(ty)
+                        .is_some_and(|attrs| attrs.values().all(|v| self.is_plain(v, depth + 1)))
+            }
+            Some("Set") => ty
+                .get("element")
+                .is_some_and(|e| self.is_plain(e, depth + 1)),
+            // JSON schema keywords: always the primitive, unless a common type of the
+            // same name makes it ambiguous
+            Some(keyword @ ("Long" | "String" | "Boolean")) => {
+                !self.commons.contains_key(keyword) && !self.root_commons.contains_key(keyword)
+            }
+            Some("EntityOrCommon") => ty
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|name| self.is_plain_named(name, depth)),
+            Some("Entity" | "Extension") | None => false,
+            Some(other) => self.is_plain_named(other, depth),
+        }
+    }
+
+    fn is_plain_named(&self, name: &str, depth: usize) -> bool {
+        match self.resolve(name) {
+            Resolved::Common(common) => self.is_plain(common, depth + 1),
+            Resolved::Primitive(_) => true,
+            Resolved::Other => false,
+        }
+    }
+}
+
+fn attributes(record: &Value) -> Option<&Map<String, Value>> {
+    record.get("attributes").and_then(Value::as_object)
+}
+
+fn primitive(name: &str) -> Option<&'static str> {
+    match name {
+        "Bool" | "Boolean" => Some("Bool"),
+        "Long" => Some("Long"),
+        "String" => Some("String"),
+        _ => None,
     }
 }
 
@@ -138,21 +245,76 @@ mod tests {
     use super::*;
     use cedar_policy::SchemaFragment;
 
+    fn types(src: &str) -> HashMap<String, ContextType> {
+        let fragment = if src.trim_start().starts_with('{') {
+            SchemaFragment::from_json_str(src).unwrap()
+        } else {
+            SchemaFragment::from_cedarschema_str(src).unwrap().0
+        };
+        context_types(&fragment.to_json_value().unwrap())
+    }
+
     #[test]
     fn renders_common_types_inline() {
-        let src = r#"namespace App {
-          entity Document;
-          type Ctx = { mfa?: Bool, risk: Long, tags: Set<String>, "odd key": ipaddr, doc: Document };
-          action read appliesTo { principal: [Warrant::Identity], resource: [Document], context: Ctx };
-          action write appliesTo { principal: [Warrant::Identity], resource: [Document] };
-          action group;
-        }"#;
-        let (fragment, _) = SchemaFragment::from_cedarschema_str(src).unwrap();
-        let types = context_types(&fragment.to_json_value().unwrap());
+        let t = types(
+            r#"namespace App {
+              entity Document;
+              type Ctx = { mfa?: Bool, risk: Long, tags: Set<String>, "odd key": ipaddr, doc: Document };
+              type Plain = { mfa?: Bool, risk: Long, tags: Set<String>, nested: { a: __cedar::String } };
+              action read appliesTo { principal: [Warrant::Identity], resource: [Document], context: Ctx };
+              action list appliesTo { principal: [Warrant::Identity], resource: [Document], context: Plain };
+              action write appliesTo { principal: [Warrant::Identity], resource: [Document] };
+            }"#,
+        );
+        let read = &t[r#"App::Action::"read""#];
         assert_eq!(
-            types[r#"App::Action::"read""#],
+            read.text,
             r#"{ doc: Document, mfa?: Bool, "odd key": ipaddr, risk: Long, tags: Set<String> }"#
         );
-        assert_eq!(types[r#"App::Action::"write""#], "{}");
+        assert!(!read.plain, "entity and extension attributes are not plain");
+        let list = &t[r#"App::Action::"list""#];
+        assert_eq!(
+            list.text,
+            "{ mfa?: Bool, nested: { a: String }, risk: Long, tags: Set<String> }"
+        );
+        assert!(list.plain);
+        assert_eq!(
+            t[r#"App::Action::"write""#],
+            ContextType {
+                text: "{}".into(),
+                plain: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_primitive_name_shadowed_by_an_entity_type_is_not_plain() {
+        let t = types(
+            r#"namespace App {
+              entity Long;
+              entity Document;
+              action read appliesTo { principal: [Warrant::Identity], resource: [Document], context: { n: Long } };
+            }"#,
+        );
+        let read = &t[r#"App::Action::"read""#];
+        assert!(!read.plain);
+        assert_eq!(read.text, "{ n: Long }");
+    }
+
+    #[test]
+    fn json_schema_keywords_are_plain() {
+        let t = types(
+            r#"{ "": {
+              "entityTypes": { "Document": {} },
+              "commonTypes": { "Ctx": { "type": "Record", "attributes": {
+                  "risk": { "type": "Long" }, "ok": { "type": "Boolean", "required": false } } } },
+              "actions": { "read": { "appliesTo": {
+                  "principalTypes": ["Warrant::Identity"], "resourceTypes": ["Document"],
+                  "context": { "type": "Ctx" } } } }
+            } }"#,
+        );
+        let read = &t[r#"Action::"read""#];
+        assert_eq!(read.text, "{ ok?: Bool, risk: Long }");
+        assert!(read.plain);
     }
 }

@@ -104,8 +104,9 @@ fn deny(reason: String) -> (Decision, String) {
     (Decision::deny(), reason)
 }
 
-/// Decides one request against the current snapshot; no I/O. `Err` is malformed input.
-fn decide(
+/// Decides one request against the current snapshot; no I/O (the caller appends the
+/// returned audit draft). `Err` is malformed input. Public for the benchmarks.
+pub fn decide(
     state: &AppState,
     caller: &Caller,
     req: &AuthorizeRequest,
