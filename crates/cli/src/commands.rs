@@ -43,7 +43,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Agent { client: o, cmd } => agent(&o, cmd).await.map_err(api_error_any),
+        Command::Policy {
+            cmd: PolicyCmd::Validate { file, schema },
+            ..
+        } => crate::offline::validate(&file, schema.as_deref()),
         Command::Policy { client: o, cmd } => policy(&o, cmd).await.map_err(api_error_any),
+        Command::Audit {
+            cmd:
+                AuditCmd::Verify {
+                    data_dir,
+                    public_key,
+                },
+            ..
+        } => crate::offline::verify(&data_dir, public_key.as_deref()).await,
         Command::Authorize { client: o, args } => authorize(&o, args).await.map_err(api_error_any),
         Command::Audit { client: o, cmd } => audit(&o, cmd).await.map_err(api_error_any),
     }
@@ -222,12 +234,9 @@ fn read(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 async fn policy(o: &ClientOpts, cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
-    if let PolicyCmd::Validate { file, schema } = &cmd {
-        return crate::offline::validate(file, schema.as_deref());
-    }
     let c = client(o)?;
     match cmd {
-        PolicyCmd::Validate { .. } => unreachable_validate(),
+        PolicyCmd::Validate { .. } => return Err(anyhow!("`policy validate` runs offline")),
         PolicyCmd::Push {
             policies,
             schema,
@@ -286,8 +295,6 @@ async fn policy(o: &ClientOpts, cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn unreachable_validate() {}
-
 async fn authorize(o: &ClientOpts, a: AuthorizeArgs) -> anyhow::Result<ExitCode> {
     let c = client(o)?;
     let context: Option<Value> = a
@@ -342,16 +349,9 @@ async fn authorize(o: &ClientOpts, a: AuthorizeArgs) -> anyhow::Result<ExitCode>
 }
 
 async fn audit(o: &ClientOpts, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
-    if let AuditCmd::Verify {
-        data_dir,
-        public_key,
-    } = &cmd
-    {
-        return crate::offline::verify(data_dir, public_key.as_deref()).await;
-    }
     let c = client(o)?;
     match cmd {
-        AuditCmd::Verify { .. } => {}
+        AuditCmd::Verify { .. } => return Err(anyhow!("`audit verify` runs offline")),
         AuditCmd::Tail {
             lines,
             kind,

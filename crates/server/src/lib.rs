@@ -106,8 +106,9 @@ impl Server {
         for identity in store.all_identities().await? {
             snap.upsert_identity(identity);
         }
+        let stored_tokens = store.tokens().await?;
         let mut tokens = std::collections::HashMap::new();
-        for t in store.tokens().await? {
+        for t in &stored_tokens {
             if t.revoked_ms.is_none() {
                 tokens.insert(
                     t.hash,
@@ -119,7 +120,6 @@ impl Server {
                 );
             }
         }
-        let stored_tokens = store.tokens().await?;
         snap.tokens = Arc::new(tokens);
         metrics.identities.set(snap.principals.len() as i64);
         let snapshot = Arc::new(ArcSwap::from_pointee(snap));
@@ -127,6 +127,12 @@ impl Server {
         let log_id = store.meta(LOG_ID_KEY).await?;
         let new_log_id = log_id.is_none();
         let log_id = log_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if new_log_id {
+            // Before the writer starts: the only write outside it, once per data directory.
+            let mut tx = store.begin_write().await?;
+            tx.set_meta(LOG_ID_KEY, &log_id).await?;
+            tx.commit().await?;
+        }
         let origin = format!("warrant/{log_id}");
         let public_key = key.verifying_key();
 
@@ -142,12 +148,6 @@ impl Server {
                 trust_domain: config.trust_domain.clone(),
             },
         );
-
-        if new_log_id {
-            let mut tx = store.begin_write().await?;
-            tx.set_meta(LOG_ID_KEY, &log_id).await?;
-            tx.commit().await?;
-        }
 
         let now = clock.now_ms();
         let mut new_admin_token = None;

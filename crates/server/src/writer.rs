@@ -101,6 +101,11 @@ impl Writer {
             .map_err(|_| WriteError::Unavailable("audit writer stopped".into()))?
     }
 
+    /// False once the writer task has stopped (every write would be refused).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Appends records that describe no change (decisions); returns their sequence numbers.
     pub async fn append(&self, drafts: Vec<RecordDraft>) -> Result<Vec<u64>, WriteError> {
         Ok(self.submit(Job::Append(drafts)).await?.seqs)

@@ -15,11 +15,14 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the database answers (decisions and writes can be served).
+/// Readiness: the audit writer runs and the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "system",
     responses((status = 200, description = "ready", body = Value),
               (status = 503, description = "not ready", body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if !state.writer.is_running() {
+        return Err(ApiError::unavailable("audit writer is not running"));
+    }
     state
         .store
         .ping()
