@@ -2,13 +2,15 @@
 //! pre-built principal.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use cedar_policy::{
-    AuthorizationError, Context, Entity, EntityUid, Request, RequestValidationError, Response,
+    AuthorizationError, Context, Entity, Request, RequestValidationError, Response,
+    RestrictedExpression,
 };
 
-use crate::bundle::PolicyBundle;
+use serde_json::{Map, Value};
+
+use crate::bundle::{ActionInfo, PolicyBundle};
 use crate::principal::PrincipalEntities;
 
 /// One decision request, in wire form, parsed against the bundle's schema.
@@ -149,9 +151,9 @@ impl Decision {
         }
     }
 
-    /// A one-line reason: `allowed by policy `x``, `denied by policy `y``, or
-    /// `no permit policy matched (default deny)`, with the first determining policy's
-    /// `@reason` annotation when present.
+    /// A one-line reason: ``allowed by policy `x` ``, ``denied by policy `y` `` or
+    /// `no permit policy matched (default deny)`, followed by the first determining
+    /// policy's `@reason` annotation when it has one.
     pub fn summary(&self) -> String {
         let wanted = if self.allowed {
             Effect::Permit
@@ -195,21 +197,26 @@ pub fn decide(
     let Some(schema) = bundle.schema.as_ref() else {
         return Ok(Decision::deny());
     };
-    let action = bundle.action(input.action)?;
-    let resource =
-        EntityUid::from_str(input.resource).map_err(|e| RequestError::InvalidResource {
-            input: input.resource.to_owned(),
-            message: e.to_string(),
-        })?;
+    let info = bundle.action(input.action)?;
+    let action = &info.uid;
+    let resource = bundle.resource(input.resource)?;
     let context = match input.context {
-        None | Some(serde_json::Value::Null) => Context::empty(),
-        Some(value @ serde_json::Value::Object(_)) => {
-            Context::from_json_value(value.clone(), Some((schema, action))).map_err(|e| {
-                RequestError::InvalidContext {
-                    action: input.action.to_owned(),
-                    message: e.to_string(),
-                }
-            })?
+        None | Some(Value::Null) => Context::empty(),
+        Some(value @ Value::Object(map)) => {
+            let plain = info
+                .context
+                .as_ref()
+                .filter(|c| c.plain)
+                .and_then(|_| plain_context(map));
+            match plain {
+                Some(context) => context,
+                None => Context::from_json_value(value.clone(), Some((schema, action))).map_err(
+                    |e| RequestError::InvalidContext {
+                        action: input.action.to_owned(),
+                        message: e.to_string(),
+                    },
+                )?,
+            }
         }
         Some(_) => return Err(RequestError::ContextNotObject),
     };
@@ -223,7 +230,7 @@ pub fn decide(
     .map_err(|e| match e {
         RequestValidationError::InvalidContext(e) => RequestError::InvalidContext {
             action: input.action.to_owned(),
-            message: context_mismatch(bundle, action, &e.context().to_string()),
+            message: context_mismatch(info, &e.context().to_string()),
         },
         e => RequestError::InvalidRequest {
             message: e.to_string(),
@@ -232,12 +239,12 @@ pub fn decide(
 
     let store = principal.store_for(bundle)?;
     let response = match input.entities {
-        None | Some(serde_json::Value::Null) => {
+        None | Some(Value::Null) => {
             bundle
                 .authorizer
                 .is_authorized(&request, &bundle.policies, store.entities())
         }
-        Some(serde_json::Value::Array(items)) => {
+        Some(Value::Array(items)) => {
             let extra = request_entities(items, schema)?;
             let merged = store
                 .entities()
@@ -255,18 +262,52 @@ pub fn decide(
     Ok(decision_from(bundle, &response))
 }
 
+/// The context built straight from plain JSON, for an action whose context type is
+/// plain (see `ContextType::plain`): the same value cedar's schema-directed parser
+/// yields, without its cost. `None` for anything else (`null`, non-integer numbers,
+/// `__entity`/`__extn` escapes): cedar's parser then decides, and reports any error.
+fn plain_context(map: &Map<String, Value>) -> Option<Context> {
+    Context::from_pairs(plain_pairs(map)?).ok()
+}
+
+fn plain_pairs(map: &Map<String, Value>) -> Option<Vec<(String, RestrictedExpression)>> {
+    map.iter()
+        .map(|(k, v)| {
+            if k.starts_with("__") {
+                return None;
+            }
+            Some((k.clone(), plain_value(v)?))
+        })
+        .collect()
+}
+
+fn plain_value(value: &Value) -> Option<RestrictedExpression> {
+    match value {
+        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
+        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+        Value::Array(items) => items
+            .iter()
+            .map(plain_value)
+            .collect::<Option<Vec<_>>>()
+            .map(RestrictedExpression::new_set),
+        Value::Object(map) => RestrictedExpression::new_record(plain_pairs(map)?).ok(),
+        Value::Null => None,
+    }
+}
+
 /// Longest context text quoted back in an error.
 const CONTEXT_QUOTE_MAX_CHARS: usize = 200;
 
 /// Says what the action expects, since cedar only says that the context is not valid.
-fn context_mismatch(bundle: &PolicyBundle, action: &EntityUid, got: &str) -> String {
+fn context_mismatch(action: &ActionInfo, got: &str) -> String {
     let mut chars = got.chars();
     let mut got: String = chars.by_ref().take(CONTEXT_QUOTE_MAX_CHARS).collect();
     if chars.next().is_some() {
         got.push_str("...");
     }
-    match bundle.context_types.get(&action.to_string()) {
-        Some(expected) => format!("expected `{expected}`, got `{got}`"),
+    match &action.context {
+        Some(expected) => format!("expected `{}`, got `{got}`", expected.text),
         None => format!("context `{got}` does not match the schema"),
     }
 }
@@ -407,6 +448,44 @@ mod tests {
             errored.summary(),
             "no permit policy matched (default deny); 1 policy failed to evaluate"
         );
+    }
+
+    #[test]
+    fn plain_context_is_what_cedars_parser_yields() {
+        let schema = r#"namespace App {
+          entity Document;
+          type Ctx = { mfa?: Bool, risk: Long, tags?: Set<String>, nested?: { a: String } };
+          action read appliesTo { principal: [Warrant::Identity], resource: [Document], context: Ctx };
+        }"#;
+        let bundle = PolicyBundle::compile(schema, "").unwrap();
+        let info = bundle.action(r#"App::Action::"read""#).unwrap();
+        assert!(info.context.as_ref().unwrap().plain);
+        let cedar_schema = bundle.schema.as_ref().unwrap();
+        for json in [
+            serde_json::json!({ "mfa": true, "risk": 20 }),
+            serde_json::json!({ "risk": -5, "tags": ["a", "b", "a"], "nested": { "a": "x" } }),
+            serde_json::json!({ "risk": i64::MIN, "tags": [], "nested": { "a": "" } }),
+            serde_json::json!({ "risk": 0, "mfa": false }),
+        ] {
+            let Value::Object(map) = &json else {
+                unreachable!()
+            };
+            let cedar =
+                Context::from_json_value(json.clone(), Some((cedar_schema, &info.uid))).unwrap();
+            assert_eq!(plain_context(map), Some(cedar), "{json}");
+        }
+        for json in [
+            serde_json::json!({ "risk": 1.5 }),
+            serde_json::json!({ "risk": u64::MAX }),
+            serde_json::json!({ "risk": null }),
+            serde_json::json!({ "nested": { "__extn": { "fn": "ip", "arg": "10.0.0.1" } } }),
+            serde_json::json!({ "__entity": { "type": "App::Document", "id": "x" } }),
+        ] {
+            let Value::Object(map) = &json else {
+                unreachable!()
+            };
+            assert!(plain_context(map).is_none(), "{json}");
+        }
     }
 
     #[test]

@@ -150,7 +150,10 @@ mod probe {
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut s = std::net::TcpStream::connect(host)?;
         s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
-        write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
         let mut buf = String::new();
         s.read_to_string(&mut buf)?;
         Ok(buf.starts_with("HTTP/1.1 200"))
@@ -160,9 +163,12 @@ mod probe {
 /// Runs the CLI with the given args (server/token set for `server`), returns its output.
 pub fn cli(server: Option<&Server>, args: &[&str]) -> Output {
     let mut cmd = Command::new(bin());
-    cmd.args(args).env_remove("WARRANT_TOKEN").env_remove("WARRANT_SERVER");
+    cmd.args(args)
+        .env_remove("WARRANT_TOKEN")
+        .env_remove("WARRANT_SERVER");
     if let Some(s) = server {
-        cmd.env("WARRANT_SERVER", &s.url).env("WARRANT_TOKEN", ADMIN_TOKEN);
+        cmd.env("WARRANT_SERVER", &s.url)
+            .env("WARRANT_TOKEN", ADMIN_TOKEN);
     }
     cmd.output().expect("run warrant")
 }

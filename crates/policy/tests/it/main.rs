@@ -7,4 +7,3 @@ mod compile;
 mod decide;
 #[cfg(test)]
 mod fixtures;
-#[cfg(test)] mod scratch;
