@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use arc_swap::ArcSwapOption;
+use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 
@@ -66,7 +67,8 @@ pub struct PrincipalEntities {
     pub(crate) entities: Entities,
     /// For bundles whose schema has action groups: this store plus the action entities,
     /// built on first use with a bundle and reused until a different bundle is used.
-    with_actions: RwLock<Option<Arc<WithActions>>>,
+    /// Lock-free cache (the decision path takes no lock).
+    with_actions: ArcSwapOption<WithActions>,
 }
 
 impl fmt::Debug for PrincipalEntities {
@@ -89,13 +91,12 @@ impl PrincipalEntities {
         let Some(actions) = bundle.action_entities.as_ref() else {
             return Ok(Store::Base(&self.entities));
         };
-        if let Ok(cached) = self.with_actions.read() {
-            if let Some(hit) = cached
-                .as_ref()
-                .filter(|c| c.generation == bundle.generation)
-            {
-                return Ok(Store::WithActions(Arc::clone(hit)));
-            }
+        if let Some(hit) = self
+            .with_actions
+            .load_full()
+            .filter(|c| c.generation == bundle.generation)
+        {
+            return Ok(Store::WithActions(hit));
         }
         let entities = self
             .entities
@@ -108,10 +109,7 @@ impl PrincipalEntities {
             generation: bundle.generation,
             entities,
         });
-        // A poisoned lock only costs the cache.
-        if let Ok(mut slot) = self.with_actions.write() {
-            *slot = Some(Arc::clone(&built));
-        }
+        self.with_actions.store(Some(Arc::clone(&built)));
         Ok(Store::WithActions(built))
     }
 }
@@ -203,7 +201,7 @@ pub fn build_principal(facts: &PrincipalFacts) -> Result<PrincipalEntities, Enti
     Ok(PrincipalEntities {
         uid,
         entities,
-        with_actions: RwLock::new(None),
+        with_actions: ArcSwapOption::empty(),
     })
 }
 
