@@ -376,23 +376,26 @@ async fn audit(o: &ClientOpts, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             output::print(o.output, &v, |v| {
                 record_rows(v["items"].as_array().map(Vec::as_slice).unwrap_or(&[]))
             });
-            while follow {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                let page = c
-                    .audit(&[
-                        ("kind", kind.clone()),
-                        ("subject", subject.clone()),
-                        ("cursor", Some(next.to_string())),
-                        ("limit", Some("1000".into())),
-                    ])
-                    .await?;
-                let items = page["items"].as_array().cloned().unwrap_or_default();
-                if let Some(last) = items.last().and_then(|r| r["seq"].as_u64()) {
-                    next = last + 1;
-                    let v = json!({ "items": items });
-                    output::print(o.output, &v, |v| {
-                        record_rows(v["items"].as_array().map(Vec::as_slice).unwrap_or(&[]))
-                    });
+            // With --follow, poll until interrupted.
+            if follow {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    let page = c
+                        .audit(&[
+                            ("kind", kind.clone()),
+                            ("subject", subject.clone()),
+                            ("cursor", Some(next.to_string())),
+                            ("limit", Some("1000".into())),
+                        ])
+                        .await?;
+                    let items = page["items"].as_array().cloned().unwrap_or_default();
+                    if let Some(last) = items.last().and_then(|r| r["seq"].as_u64()) {
+                        next = last + 1;
+                        let v = json!({ "items": items });
+                        output::print(o.output, &v, |v| {
+                            record_rows(v["items"].as_array().map(Vec::as_slice).unwrap_or(&[]))
+                        });
+                    }
                 }
             }
         }

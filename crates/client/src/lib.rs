@@ -2,6 +2,9 @@
 //! integration tests and the bench tool. Responses are JSON values; errors carry the
 //! server's `{error, message}`.
 
+// Indexing a `serde_json::Value` never panics (a missing key is `Null`).
+#![allow(clippy::indexing_slicing)]
+
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;

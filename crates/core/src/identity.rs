@@ -239,7 +239,7 @@ fn normalize_list(
 
 fn check_description(d: Option<String>) -> Result<String, IdentityError> {
     let d = d.unwrap_or_default();
-    if d.len() > MAX_DESCRIPTION {
+    if d.chars().count() > MAX_DESCRIPTION {
         return Err(invalid(
             "description",
             format!("must be at most {MAX_DESCRIPTION} characters"),

@@ -287,8 +287,11 @@ impl Store for SqliteStore {
     }
 
     async fn policy_version(&self, version: u64) -> Result<Option<PolicyVersion>> {
+        let Ok(version) = i64::try_from(version) else {
+            return Ok(None);
+        };
         sqlx::query("SELECT * FROM policy_versions WHERE version = ?")
-            .bind(i64_from(version)?)
+            .bind(version)
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?
@@ -346,10 +349,12 @@ impl Store for SqliteStore {
             q.push(" AND ts_ms < ").push_bind(v);
         }
         if let Some(v) = f.from_seq {
+            // Beyond i64 no record can exist: clamp rather than fail.
+            let v = i64::try_from(v).unwrap_or(i64::MAX);
             if f.descending {
-                q.push(" AND seq <= ").push_bind(i64_from(v)?);
+                q.push(" AND seq <= ").push_bind(v);
             } else {
-                q.push(" AND seq >= ").push_bind(i64_from(v)?);
+                q.push(" AND seq >= ").push_bind(v);
             }
         }
         q.push(if f.descending {
@@ -368,8 +373,11 @@ impl Store for SqliteStore {
     }
 
     async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>> {
+        let Ok(seq) = i64::try_from(seq) else {
+            return Ok(None);
+        };
         sqlx::query("SELECT * FROM audit_records WHERE seq = ?")
-            .bind(i64_from(seq)?)
+            .bind(seq)
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?

@@ -1,6 +1,13 @@
 //! Integration tests: the real `warrant` binary, a real SQLite file in a temp data
 //! directory, real HTTP over loopback. One test binary (link time on two cores).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod harness;
 
 mod bad_input;

@@ -1,1 +1,978 @@
+//! The OpenAPI document served at `/openapi.json` describes the API the real server
+//! serves: every documented operation exists and answers a documented status with a body
+//! that fits the documented schema, and every served route is documented.
+
+// Test code: a panic is how a check fails.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use super::harness::*;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Every route `crates/server/src/api/mod.rs` serves, except `/openapi.json` itself.
+/// A route added to the router must be added here, and documented.
+const SERVED_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/identities"),
+    ("GET", "/v1/identities"),
+    ("GET", "/v1/identities/{id}"),
+    ("PATCH", "/v1/identities/{id}"),
+    ("POST", "/v1/identities/{id}/suspend"),
+    ("POST", "/v1/identities/{id}/resume"),
+    ("POST", "/v1/identities/{id}/retire"),
+    ("GET", "/v1/policies"),
+    ("PUT", "/v1/policies"),
+    ("POST", "/v1/policies/validate"),
+    ("GET", "/v1/policies/versions"),
+    ("GET", "/v1/policies/versions/{version}"),
+    ("POST", "/v1/authorize"),
+    ("POST", "/v1/authorize/batch"),
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/audit/records/{seq}"),
+    ("GET", "/v1/audit/proof/{seq}"),
+    ("GET", "/v1/audit/checkpoints"),
+    ("POST", "/v1/audit/checkpoints"),
+    ("GET", "/v1/audit/public-key"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+];
+
+const HTTP_METHODS: &[&str] = &[
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+}
+
+async fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: bool,
+    body: Option<&Value>,
+) -> Answer {
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
+    let mut req = http().request(method, format!("{}{path}", server.url));
+    if token {
+        req = req.header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"));
+    }
+    if let Some(b) = body {
+        req = req
+            .header(CONTENT_TYPE, "application/json")
+            .body(b.to_string());
+    }
+    let res = req.send().await.expect("send");
+    let status = res.status().as_u16();
+    let content_type = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = res.text().await.expect("body");
+    Answer {
+        status,
+        content_type,
+        text,
+    }
+}
+
+async fn document(server: &Server) -> Value {
+    let a = call(server, "get", "/openapi.json", false, None).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(
+        a.content_type.starts_with("application/json"),
+        "{}",
+        a.content_type
+    );
+    a.json()
+}
+
+/// (path template, lower-case method, operation) for every documented operation.
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut out = vec![];
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            if HTTP_METHODS.contains(&method.as_str()) {
+                out.push((path.clone(), method.clone(), op.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Follows `$ref`s into `components`.
+/// Like [`resolve`], but an optional value (`oneOf: [{type: null}, X]`) resolves to X.
+fn resolve_non_null<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    let schema = resolve(doc, schema);
+    if let Some(alts) = schema.get("oneOf").and_then(Value::as_array) {
+        let non_null: Vec<&Value> = alts.iter().filter(|a| a["type"] != "null").collect();
+        if let [only] = non_null.as_slice() {
+            return resolve(doc, only);
+        }
+    }
+    schema
+}
+
+fn resolve<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
+    for _ in 0..32 {
+        let Some(r) = schema.get("$ref").and_then(Value::as_str) else {
+            return schema;
+        };
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("external $ref {r}"));
+        schema = doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("dangling $ref {r}"));
+    }
+    panic!("$ref loop");
+}
+
+fn type_matches(t: &str, v: &Value) -> bool {
+    match t {
+        "null" => v.is_null(),
+        "boolean" => v.is_boolean(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        other => panic!("unknown JSON schema type {other}"),
+    }
+}
+
+/// Checks `value` against a (subset of) JSON Schema as utoipa emits it: `$ref`, `type`,
+/// `oneOf`/`anyOf`/`allOf`, `required`, `properties` (undeclared properties are errors
+/// unless `additionalProperties` allows them), `items`, `enum`, `minimum`.
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    if let Some(branches) = schema.get("oneOf").and_then(Value::as_array) {
+        let fitting = branches
+            .iter()
+            .filter(|b| {
+                let mut e = vec![];
+                conforms(doc, b, value, at, &mut e);
+                e.is_empty()
+            })
+            .count();
+        if fitting != 1 {
+            errors.push(format!(
+                "{at}: fits {fitting} of the oneOf branches: {value}"
+            ));
+        }
+    }
+    if let Some(branches) = schema.get("anyOf").and_then(Value::as_array) {
+        let any = branches.iter().any(|b| {
+            let mut e = vec![];
+            conforms(doc, b, value, at, &mut e);
+            e.is_empty()
+        });
+        if !any {
+            errors.push(format!("{at}: fits none of the anyOf branches: {value}"));
+        }
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for b in all {
+            conforms(doc, b, value, at, errors);
+        }
+    }
+    match schema.get("type") {
+        Some(Value::String(t)) if !type_matches(t, value) => {
+            errors.push(format!("{at}: expected {t}, got {value}"));
+            return;
+        }
+        Some(Value::Array(ts))
+            if !ts
+                .iter()
+                .any(|t| type_matches(t.as_str().unwrap_or(""), value)) =>
+        {
+            errors.push(format!("{at}: expected one of {ts:?}, got {value}"));
+            return;
+        }
+        _ => {}
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
+        if !options.contains(value) {
+            errors.push(format!("{at}: {value} is not one of {options:?}"));
+        }
+    }
+    if let (Some(min), Some(n)) = (
+        schema.get("minimum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) {
+        if n < min {
+            errors.push(format!("{at}: {n} is below the minimum {min}"));
+        }
+    }
+    if let Value::Object(obj) = value {
+        for req in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = req.as_str().unwrap_or_default();
+            if !obj.contains_key(name) {
+                errors.push(format!("{at}: required property `{name}` is missing"));
+            }
+        }
+        let props = schema.get("properties").and_then(Value::as_object);
+        let additional = schema.get("additionalProperties");
+        for (k, v) in obj {
+            let here = format!("{at}.{k}");
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => conforms(doc, s, v, &here, errors),
+                None => match additional {
+                    Some(Value::Bool(false)) => {
+                        errors.push(format!("{at}: property `{k}` is not declared"))
+                    }
+                    Some(s @ Value::Object(_)) => conforms(doc, s, v, &here, errors),
+                    Some(Value::Bool(true)) => {}
+                    _ if props.is_some() => {
+                        errors.push(format!("{at}: property `{k}` is not declared"))
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+    if let (Value::Array(items), Some(s)) = (value, schema.get("items")) {
+        for (i, item) in items.iter().enumerate() {
+            conforms(doc, s, item, &format!("{at}[{i}]"), errors);
+        }
+    }
+}
+
+/// The documented schema of `status` (JSON content) of an operation.
+fn response_schema(op: &Value, status: u16) -> Option<&Value> {
+    op["responses"]
+        .get(status.to_string())
+        .and_then(|r| r["content"].get("application/json"))
+        .and_then(|c| c.get("schema"))
+}
+
+fn op<'a>(doc: &'a Value, method: &str, path: &str) -> &'a Value {
+    doc["paths"]
+        .get(path)
+        .and_then(|p| p.get(method))
+        .unwrap_or_else(|| panic!("{} {path} is not documented", method.to_uppercase()))
+}
+
+/// Asserts a real response fits the documented schema for its status.
+fn assert_fits(doc: &Value, method: &str, path: &str, status: u16, body: &Value) {
+    let operation = op(doc, method, path);
+    let schema = response_schema(operation, status).unwrap_or_else(|| {
+        panic!(
+            "{} {path}: status {status} has no documented JSON schema",
+            method.to_uppercase()
+        )
+    });
+    let mut errors = vec![];
+    conforms(doc, schema, body, "$", &mut errors);
+    assert!(
+        errors.is_empty(),
+        "{} {path} {status}: the response does not fit the documented schema:\n{}\nresponse: {body}",
+        method.to_uppercase(),
+        errors.join("\n")
+    );
+}
+
+struct Ids {
+    target: String,
+    to_suspend: String,
+    to_resume: String,
+    to_retire: String,
+}
+
+/// A policy, identities in each lifecycle state an operation needs, a decision and a
+/// checkpoint covering record 0.
+async fn populate(server: &Server) -> Ids {
+    let c = server.client();
+    c.put_policy(Some(SCHEMA), POLICIES, Some("openapi"))
+        .await
+        .expect("put policy");
+    let ids = Ids {
+        target: create_identity(&c, "target", "dev", &["reader"]).await,
+        to_suspend: create_identity(&c, "to-suspend", "dev", &[]).await,
+        to_resume: create_identity(&c, "to-resume", "dev", &[]).await,
+        to_retire: create_identity(&c, "to-retire", "dev", &[]).await,
+    };
+    c.lifecycle(&ids.to_resume, "suspend", None)
+        .await
+        .expect("suspend");
+    let d = c
+        .authorize(&read_req(&ids.target, 1))
+        .await
+        .expect("authorize");
+    assert_eq!(d["decision"], "allow", "{d}");
+    c.checkpoint().await.expect("checkpoint");
+    ids
+}
+
+/// Plausible path for a documented path template.
+fn concrete_path(template: &str, ids: &Ids) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').expect("unclosed path parameter") + open;
+        out.push_str(&rest[..open]);
+        let name = &rest[open + 1..close];
+        let value = match name {
+            "id" if template.ends_with("/suspend") => ids.to_suspend.clone(),
+            "id" if template.ends_with("/resume") => ids.to_resume.clone(),
+            "id" if template.ends_with("/retire") => ids.to_retire.clone(),
+            "id" => ids.target.clone(),
+            "version" => "1".to_owned(),
+            "seq" => "0".to_owned(),
+            other => panic!("no plausible value for path parameter `{other}` of {template}"),
+        };
+        out.push_str(&value);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A minimal valid request body for each documented operation that takes one.
+fn sample_body(method: &str, template: &str, ids: &Ids) -> Value {
+    match (method, template) {
+        ("post", "/v1/identities") => json!({
+            "name": "documented", "kind": "workload", "environment": "staging",
+            "owner": "carol@example.com",
+        }),
+        ("patch", "/v1/identities/{id}") => json!({ "description": "documented" }),
+        ("post", "/v1/identities/{id}/suspend")
+        | ("post", "/v1/identities/{id}/resume")
+        | ("post", "/v1/identities/{id}/retire") => json!({ "reason": "openapi test" }),
+        ("put", "/v1/policies") => {
+            json!({ "schema": SCHEMA, "policies": POLICIES, "comment": "again" })
+        }
+        ("post", "/v1/policies/validate") => json!({ "policies": POLICIES }),
+        ("post", "/v1/authorize") => read_req(&ids.target, 1),
+        ("post", "/v1/authorize/batch") => {
+            json!({ "requests": [read_req(&ids.target, 1), read_req("idn_unknown", 1)] })
+        }
+        _ => panic!(
+            "{} {template} documents a request body but this test has no sample for it",
+            method.to_uppercase()
+        ),
+    }
+}
+
+#[tokio::test]
+async fn document_is_openapi_3_1_with_bearer_security() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let doc = document(&server).await;
+    let version = doc["openapi"].as_str().expect("openapi version");
+    assert!(version.starts_with("3.1"), "openapi {version}");
+    assert_eq!(doc["info"]["title"], "warrant");
+    assert!(doc["info"]["version"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty()));
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(bearer["type"], "http", "{bearer}");
+    assert_eq!(
+        bearer["scheme"]
+            .as_str()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("bearer"),
+        "{bearer}"
+    );
+    // Every security requirement names a declared scheme; every $ref resolves.
+    for (path, method, operation) in operations(&doc) {
+        for req in operation["security"].as_array().into_iter().flatten() {
+            for name in req.as_object().expect("security requirement").keys() {
+                assert!(
+                    doc["components"]["securitySchemes"].get(name).is_some(),
+                    "{method} {path}: unknown security scheme {name}"
+                );
+            }
+        }
+    }
+    fn walk(doc: &Value, v: &Value) {
+        match v {
+            Value::Object(o) => {
+                if o.contains_key("$ref") {
+                    let _ = resolve(doc, v);
+                }
+                o.values().for_each(|x| walk(doc, x));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(doc, x)),
+            _ => {}
+        }
+    }
+    walk(&doc, &doc);
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_served_and_answers_as_documented() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let ids = populate(&server).await;
+    let doc = document(&server).await;
+    let ops = operations(&doc);
+    assert!(
+        ops.len() >= SERVED_ROUTES.len(),
+        "only {} operations documented",
+        ops.len()
+    );
+    let mut failures = vec![];
+    for (template, method, operation) in &ops {
+        let path = concrete_path(template, &ids);
+        let body = operation
+            .get("requestBody")
+            .map(|_| sample_body(method, template, &ids));
+        let a = call(&server, method, &path, true, body.as_ref()).await;
+        let label = format!("{} {path} ({template})", method.to_uppercase());
+        if a.status == 405 {
+            failures.push(format!(
+                "{label}: 405, the method is not served: {}",
+                a.text
+            ));
+            continue;
+        }
+        if a.status == 404 && a.text.contains("no such endpoint") {
+            failures.push(format!("{label}: 404, the route is not served: {}", a.text));
+            continue;
+        }
+        let documented: Vec<&String> = operation["responses"]
+            .as_object()
+            .expect("responses")
+            .keys()
+            .collect();
+        if !documented
+            .iter()
+            .any(|s| *s == &a.status.to_string() || *s == "default")
+        {
+            failures.push(format!(
+                "{label}: status {} is not documented (documented: {documented:?}): {}",
+                a.status, a.text
+            ));
+            continue;
+        }
+        if !(200..300).contains(&a.status) {
+            failures.push(format!(
+                "{label}: plausible request answered {}: {}",
+                a.status, a.text
+            ));
+            continue;
+        }
+        let response = &operation["responses"][a.status.to_string()];
+        let content = response["content"].as_object();
+        let media_ok =
+            content.is_some_and(|c| c.keys().any(|m| a.content_type.starts_with(m.as_str())));
+        if !media_ok {
+            failures.push(format!(
+                "{label}: content-type `{}` is not documented ({:?})",
+                a.content_type,
+                content.map(|c| c.keys().collect::<Vec<_>>())
+            ));
+            continue;
+        }
+        if a.content_type.starts_with("application/json") {
+            let value: Value = match serde_json::from_str(&a.text) {
+                Ok(v) => v,
+                Err(e) => {
+                    failures.push(format!("{label}: body is not JSON: {e}"));
+                    continue;
+                }
+            };
+            if let Some(schema) = response_schema(operation, a.status) {
+                let mut errors = vec![];
+                conforms(&doc, schema, &value, "$", &mut errors);
+                for e in errors {
+                    failures.push(format!("{label}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn every_served_route_is_documented() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let ids = populate(&server).await;
+    let doc = document(&server).await;
+    let mut missing = vec![];
+    for (method, path) in SERVED_ROUTES {
+        let lower = method.to_ascii_lowercase();
+        if doc["paths"]
+            .get(*path)
+            .and_then(|p| p.get(&lower))
+            .is_none()
+        {
+            missing.push(format!("{method} {path}"));
+        }
+    }
+    assert!(missing.is_empty(), "served but not documented: {missing:?}");
+    // The hard-coded list is honest: each route is really served.
+    for (method, path) in SERVED_ROUTES {
+        let concrete = concrete_path(path, &ids);
+        let a = call(&server, method, &concrete, true, None).await;
+        assert!(
+            a.status != 405 && !(a.status == 404 && a.text.contains("no such endpoint")),
+            "{method} {concrete} is not served: {} {}",
+            a.status,
+            a.text
+        );
+    }
+    // And nothing is documented that is not in the list (keeps the list complete).
+    let documented: Vec<String> = operations(&doc)
+        .into_iter()
+        .map(|(p, m, _)| format!("{} {p}", m.to_uppercase()))
+        .collect();
+    for d in &documented {
+        assert!(
+            SERVED_ROUTES.iter().any(|(m, p)| format!("{m} {p}") == *d),
+            "{d} is documented but missing from SERVED_ROUTES; add it"
+        );
+    }
+    // /openapi.json is served itself, without a token.
+    let a = call(&server, "get", "/openapi.json", false, None).await;
+    assert_eq!(a.status, 200);
+}
+
+#[tokio::test]
+async fn main_success_responses_fit_their_documented_schemas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let doc = document(&server).await;
+    let c = server.client();
+
+    // Policy put.
+    let put = c
+        .put_policy(Some(SCHEMA), POLICIES, Some("schema check"))
+        .await
+        .expect("put policy");
+    assert_fits(&doc, "put", "/v1/policies", 200, &put);
+    let cur = c.policy().await.expect("policy");
+    assert_fits(&doc, "get", "/v1/policies", 200, &cur);
+
+    // Create identity: minimal and with every optional field.
+    let a = call(
+        &server,
+        "post",
+        "/v1/identities",
+        true,
+        Some(&json!({"name": "minimal", "kind": "agent", "environment": "dev", "owner": "alice"})),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let minimal = a.json();
+    assert_fits(&doc, "post", "/v1/identities", 201, &minimal);
+    let full = c
+        .create_identity(&json!({
+            "name": "full", "kind": "ai_tool", "environment": "prod", "owner": "bob@example.com",
+            "description": "every field", "spiffe_id": "spiffe://example.org/prod/full",
+            "roles": ["reader", "writer"], "entitlements": ["docs:write"],
+        }))
+        .await
+        .expect("create full");
+    assert_fits(&doc, "post", "/v1/identities", 201, &full);
+    let reader = create_identity(&c, "reader", "dev", &["reader"]).await;
+
+    // Authorize: an allow, a deny, an unknown principal (no `principal`).
+    for (body, want) in [
+        (read_req(&reader, 1), "allow"),
+        (read_req(&reader, 99), "deny"),
+        (read_req("idn_nobody", 1), "deny"),
+    ] {
+        let d = c.authorize(&body).await.expect("authorize");
+        assert_eq!(d["decision"], want, "{d}");
+        assert_fits(&doc, "post", "/v1/authorize", 200, &d);
+    }
+    let batch = c
+        .authorize_batch(&[
+            read_req(&reader, 1),
+            json!({"principal": reader, "action": "nope", "resource": "App::Document::\"q\"", "context": {"risk": 1}}),
+        ])
+        .await
+        .expect("batch");
+    assert_fits(&doc, "post", "/v1/authorize/batch", 200, &batch);
+
+    // List identities, with and without a next page; last_used_at set on `reader`.
+    let page = c
+        .list_identities(&[("limit", Some("2".into()))])
+        .await
+        .expect("list");
+    assert!(page["next_cursor"].is_string(), "{page}");
+    assert_fits(&doc, "get", "/v1/identities", 200, &page);
+    let all = c.list_identities(&[]).await.expect("list all");
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(3), "{all}");
+    assert_fits(&doc, "get", "/v1/identities", 200, &all);
+    let shown = c.identity(&reader).await.expect("show");
+    assert!(shown["last_used_at"].is_string(), "{shown}");
+    assert_fits(&doc, "get", "/v1/identities/{id}", 200, &shown);
+
+    // Audit list: a page with a next cursor and a full one.
+    let audit = c
+        .audit(&[("limit", Some("2".into()))])
+        .await
+        .expect("audit");
+    assert!(audit["next_cursor"].is_u64(), "{audit}");
+    assert_fits(&doc, "get", "/v1/audit", 200, &audit);
+    let audit_all = c.audit(&[]).await.expect("audit");
+    assert_fits(&doc, "get", "/v1/audit", 200, &audit_all);
+
+    // Error bodies fit ErrorBody, including Cedar diagnostics in `details`.
+    let err = call(
+        &server,
+        "put",
+        "/v1/policies",
+        true,
+        Some(&json!({"policies": "permit(principal, action, resource) when { nonsense };"})),
+    )
+    .await;
+    assert_eq!(err.status, 400, "{}", err.text);
+    assert_fits(&doc, "put", "/v1/policies", 400, &err.json());
+    let conflict = call(
+        &server,
+        "post",
+        "/v1/identities",
+        true,
+        Some(&json!({"name": "minimal", "kind": "agent", "environment": "dev", "owner": "alice"})),
+    )
+    .await;
+    assert_eq!(conflict.status, 409, "{}", conflict.text);
+    assert_fits(&doc, "post", "/v1/identities", 409, &conflict.json());
+}
+
+/// The checker used above must be able to fail.
+#[tokio::test]
+async fn schema_checker_detects_mismatches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let doc = document(&server).await;
+    let c = server.client();
+    let id = create_identity(&c, "probe", "dev", &[]).await;
+    let real = c.identity(&id).await.expect("show");
+    let schema = response_schema(op(&doc, "get", "/v1/identities/{id}"), 200).expect("schema");
+    let check = |v: &Value| {
+        let mut e = vec![];
+        conforms(&doc, schema, v, "$", &mut e);
+        e
+    };
+    assert!(check(&real).is_empty(), "{:?}", check(&real));
+    let mut extra = real.clone();
+    extra["undocumented"] = json!(1);
+    assert!(check(&extra).iter().any(|e| e.contains("undocumented")));
+    let mut missing = real.clone();
+    missing.as_object_mut().expect("object").remove("owner");
+    assert!(check(&missing).iter().any(|e| e.contains("owner")));
+    let mut wrong = real.clone();
+    wrong["roles"] = json!("reader");
+    assert!(check(&wrong).iter().any(|e| e.contains("roles")));
+    let mut nested = real;
+    nested["roles"] = json!([1]);
+    assert!(check(&nested).iter().any(|e| e.contains("roles[0]")));
+}
+
+/// What the documented request schemas say is required or allowed is what the server
+/// enforces.
+#[tokio::test]
+async fn documented_request_bodies_match_what_the_server_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let ids = populate(&server).await;
+    let doc = document(&server).await;
+    let mut failures = vec![];
+    for (template, method, operation) in operations(&doc) {
+        let Some(rb) = operation.get("requestBody") else {
+            continue;
+        };
+        let label = format!("{} {template}", method.to_uppercase());
+        let Some(schema) = rb["content"]["application/json"].get("schema") else {
+            failures.push(format!(
+                "{label}: request body is not documented as application/json"
+            ));
+            continue;
+        };
+        let sample = sample_body(&method, &template, &ids);
+        let mut errors = vec![];
+        conforms(&doc, schema, &sample, "$", &mut errors);
+        for e in errors {
+            failures.push(format!(
+                "{label}: valid sample does not fit the documented schema: {e}"
+            ));
+        }
+        let schema = resolve_non_null(&doc, schema);
+        let path = concrete_path(&template, &ids);
+        // Each documented-required property is really required.
+        for req in schema["required"].as_array().into_iter().flatten() {
+            let name = req.as_str().expect("name");
+            let mut body = sample.clone();
+            body.as_object_mut().expect("object").remove(name);
+            let a = call(&server, &method, &path, true, Some(&body)).await;
+            if a.status != 400 || !a.text.contains(name) {
+                failures.push(format!(
+                    "{label}: without required `{name}` answered {}: {}",
+                    a.status, a.text
+                ));
+            }
+        }
+        // Undeclared properties are refused.
+        let mut body = sample.clone();
+        body["undeclared_property"] = json!(1);
+        let a = call(&server, &method, &path, true, Some(&body)).await;
+        if a.status != 400 || !a.text.contains("undeclared_property") {
+            failures.push(format!(
+                "{label}: an undeclared property answered {}: {}",
+                a.status, a.text
+            ));
+        }
+        if schema["additionalProperties"] != json!(false) {
+            failures.push(format!(
+                "{label}: the server refuses unknown properties but the schema does not say `additionalProperties: false`"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Operations that declare `security` refuse anonymous calls; the others answer them.
+#[tokio::test]
+async fn documented_security_matches_enforcement() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let ids = populate(&server).await;
+    let doc = document(&server).await;
+    let mut failures = vec![];
+    for (template, method, operation) in operations(&doc) {
+        let secured = operation["security"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty());
+        let path = concrete_path(&template, &ids);
+        let body = operation
+            .get("requestBody")
+            .map(|_| sample_body(&method, &template, &ids));
+        let a = call(&server, &method, &path, false, body.as_ref()).await;
+        let label = format!("{} {template}", method.to_uppercase());
+        if secured && a.status != 401 {
+            failures.push(format!(
+                "{label}: secured, but anonymous call answered {}",
+                a.status
+            ));
+        }
+        if !secured && a.status == 401 {
+            failures.push(format!(
+                "{label}: documented without security, but answers 401"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn secured_operations_document_401() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let doc = document(&server).await;
+    let undocumented: Vec<String> = operations(&doc)
+        .into_iter()
+        .filter(|(_, _, op)| op["security"].as_array().is_some_and(|s| !s.is_empty()))
+        .filter(|(_, _, op)| op["responses"].get("401").is_none())
+        .map(|(p, m, _)| format!("{} {p}", m.to_uppercase()))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "no 401 documented for: {undocumented:?}"
+    );
+}
+
+#[tokio::test]
+async fn parameters_are_documented_where_they_are_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let doc = document(&server).await;
+    let mut failures = vec![];
+    for (template, method, operation) in operations(&doc) {
+        let label = format!("{} {template}", method.to_uppercase());
+        let params = operation["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for p in &params {
+            let name = p["name"].as_str().expect("name");
+            let placeholder = format!("{{{name}}}");
+            match p["in"].as_str() {
+                Some("path") if !template.contains(&placeholder) => failures.push(format!(
+                    "{label}: `{name}` is documented `in: path` but the path has no {placeholder}"
+                )),
+                Some("query") if p["required"] == json!(true) => failures.push(format!(
+                    "{label}: query parameter `{name}` is documented as required"
+                )),
+                _ => {}
+            }
+        }
+        for segment in template.split('/') {
+            if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let documented = params
+                    .iter()
+                    .any(|p| p["name"] == name && p["in"] == "path" && p["required"] == true);
+                if !documented {
+                    failures.push(format!(
+                        "{label}: path parameter `{name}` is not documented"
+                    ));
+                }
+            }
+        }
+    }
+    // The list filters are query parameters that the server really reads.
+    for (path, name) in [
+        ("/v1/identities", "limit"),
+        ("/v1/audit", "limit"),
+        ("/v1/policies/versions", "limit"),
+    ] {
+        let documented = op(&doc, "get", path)["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["name"] == name && p["in"] == "query");
+        if !documented {
+            failures.push(format!(
+                "GET {path}: `{name}` is not documented as a query parameter"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn operation_ids_are_unique() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let doc = document(&server).await;
+    let mut seen = std::collections::BTreeMap::<String, String>::new();
+    let mut dups = vec![];
+    for (path, method, operation) in operations(&doc) {
+        let id = operation["operationId"]
+            .as_str()
+            .expect("operationId")
+            .to_owned();
+        let here = format!("{} {path}", method.to_uppercase());
+        if let Some(prev) = seen.insert(id.clone(), here.clone()) {
+            dups.push(format!("`{id}`: {prev} and {here}"));
+        }
+    }
+    assert!(dups.is_empty(), "duplicate operationIds: {dups:?}");
+}
+
+#[tokio::test]
+async fn optional_request_bodies_are_documented_as_optional() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let ids = populate(&server).await;
+    let doc = document(&server).await;
+    let mut failures = vec![];
+    for (template, method, operation) in operations(&doc) {
+        let Some(rb) = operation.get("requestBody") else {
+            continue;
+        };
+        let path = concrete_path(&template, &ids);
+        let a = call(&server, &method, &path, true, None).await;
+        let accepts_none = (200..300).contains(&a.status);
+        let documented_required = rb["required"] == json!(true);
+        if accepts_none && documented_required {
+            failures.push(format!(
+                "{} {template}: answers {} without a body, but the body is documented as required",
+                method.to_uppercase(),
+                a.status
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let doc = document(&server).await;
+    let h = call(&server, "get", "/healthz", false, None).await;
+    assert_eq!(h.status, 200, "{}", h.text);
+    assert_eq!(h.json()["status"], "ok");
+    let r = call(&server, "get", "/readyz", false, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["status"], "ready");
+
+    let c = server.client();
+    c.put_policy(Some(SCHEMA), POLICIES, None)
+        .await
+        .expect("put policy");
+    let reader = create_identity(&c, "metered", "dev", &["reader"]).await;
+    let d = c.authorize(&read_req(&reader, 1)).await.expect("authorize");
+    assert_eq!(d["decision"], "allow");
+
+    let m = call(&server, "get", "/metrics", false, None).await;
+    assert_eq!(m.status, 200, "{}", m.text);
+    assert!(
+        m.content_type.contains("openmetrics") || m.content_type.contains("text/plain"),
+        "content-type {}",
+        m.content_type
+    );
+    let documented = op(&doc, "get", "/metrics")["responses"]["200"]["content"]
+        .as_object()
+        .expect("metrics content")
+        .keys()
+        .any(|k| m.content_type.starts_with(k.as_str()));
+    assert!(
+        documented,
+        "metrics content-type {} is not the documented one",
+        m.content_type
+    );
+    let body = &m.text;
+    let allow = body
+        .lines()
+        .find(|l| l.starts_with("warrant_decisions_total{") && l.contains("decision=\"allow\""))
+        .unwrap_or_else(|| panic!("no warrant_decisions_total for allow:\n{body}"));
+    let n: f64 = allow
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("sample value");
+    assert!(n >= 1.0, "{allow}");
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("warrant_audit_append_duration_seconds_bucket{le=")),
+        "no audit append histogram buckets:\n{body}"
+    );
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("warrant_audit_batch_jobs")),
+        "no warrant_audit_batch_jobs:\n{body}"
+    );
+    if m.content_type.contains("openmetrics") {
+        assert!(
+            body.trim_end().ends_with("# EOF"),
+            "OpenMetrics text must end with # EOF"
+        );
+    }
+}

@@ -74,6 +74,7 @@ impl From<&Checkpoint> for CheckpointView {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub kind: Option<String>,
@@ -114,8 +115,8 @@ pub struct PublicKeyView {
 }
 
 /// List audit records.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery), security(("bearer" = [])),
-    responses((status = 200, body = RecordPage), (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "list_audit_records", path = "/v1/audit", tag = "audit", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = RecordPage), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
@@ -170,9 +171,9 @@ pub async fn list(
 }
 
 /// One audit record.
-#[utoipa::path(get, path = "/v1/audit/records/{seq}", tag = "audit",
+#[utoipa::path(get, operation_id = "get_audit_record", path = "/v1/audit/records/{seq}", tag = "audit",
     params(("seq" = u64, Path, description = "sequence number")), security(("bearer" = [])),
-    responses((status = 200, body = RecordView), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = RecordView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn record(
     State(state): State<AppState>,
     _caller: Caller,
@@ -187,9 +188,9 @@ pub async fn record(
 }
 
 /// Inclusion proof of a record against the latest signed checkpoint.
-#[utoipa::path(get, path = "/v1/audit/proof/{seq}", tag = "audit",
+#[utoipa::path(get, operation_id = "get_inclusion_proof", path = "/v1/audit/proof/{seq}", tag = "audit",
     params(("seq" = u64, Path, description = "sequence number")), security(("bearer" = [])),
-    responses((status = 200, body = ProofView), (status = 404, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = ProofView), (status = 404, body = crate::error::ErrorBody),
               (status = 409, description = "not yet covered by a checkpoint", body = crate::error::ErrorBody)))]
 pub async fn proof(
     State(state): State<AppState>,
@@ -229,8 +230,8 @@ pub async fn proof(
 }
 
 /// Signed checkpoints, oldest first.
-#[utoipa::path(get, path = "/v1/audit/checkpoints", tag = "audit", security(("bearer" = [])),
-    responses((status = 200, body = Vec<CheckpointView>)))]
+#[utoipa::path(get, operation_id = "list_checkpoints", path = "/v1/audit/checkpoints", tag = "audit", security(("bearer" = [])),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = Vec<CheckpointView>)))]
 pub async fn checkpoints(
     State(state): State<AppState>,
     _caller: Caller,
@@ -240,8 +241,8 @@ pub async fn checkpoints(
 }
 
 /// Make a signed checkpoint of the log now (no-op if the latest one is current).
-#[utoipa::path(post, path = "/v1/audit/checkpoints", tag = "audit", security(("bearer" = [])),
-    responses((status = 200, body = CheckpointView), (status = 503, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_checkpoint", path = "/v1/audit/checkpoints", tag = "audit", security(("bearer" = [])),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = CheckpointView), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn create_checkpoint(
     State(state): State<AppState>,
     _caller: Caller,
@@ -256,7 +257,7 @@ pub async fn create_checkpoint(
 }
 
 /// The public key that signs checkpoints (pin it outside warrant).
-#[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit",
+#[utoipa::path(get, operation_id = "get_audit_public_key", path = "/v1/audit/public-key", tag = "audit",
     responses((status = 200, body = PublicKeyView)))]
 pub async fn public_key(State(state): State<AppState>) -> Result<Json<PublicKeyView>, ApiError> {
     Ok(Json(PublicKeyView {

@@ -211,7 +211,7 @@ pub fn decide(
 }
 
 /// Decide one request. Every decision is audit-logged before the answer is sent.
-#[utoipa::path(post, path = "/v1/authorize", tag = "decisions", request_body = AuthorizeRequest,
+#[utoipa::path(post, operation_id = "authorize", path = "/v1/authorize", tag = "decisions", request_body = AuthorizeRequest,
     security(("bearer" = [])),
     responses((status = 200, body = AuthorizeResponse),
               (status = 400, description = "malformed request (never an allow)", body = crate::error::ErrorBody),
@@ -232,9 +232,9 @@ pub async fn authorize(
 }
 
 /// Decide up to 100 requests; all their audit records are written in one group commit.
-#[utoipa::path(post, path = "/v1/authorize/batch", tag = "decisions", request_body = BatchRequest,
+#[utoipa::path(post, operation_id = "authorize_batch", path = "/v1/authorize/batch", tag = "decisions", request_body = BatchRequest,
     security(("bearer" = [])),
-    responses((status = 200, body = BatchResponse), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = BatchResponse), (status = 400, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
 pub async fn batch(
     State(state): State<AppState>,

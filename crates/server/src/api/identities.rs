@@ -105,6 +105,7 @@ pub struct LifecycleRequest {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub kind: Option<String>,
@@ -136,7 +137,7 @@ fn identity_outcome(o: Outcome) -> Result<Identity, ApiError> {
 }
 
 /// Register a non-human identity.
-#[utoipa::path(post, path = "/v1/identities", tag = "identities", request_body = CreateIdentity,
+#[utoipa::path(post, operation_id = "create_identity", path = "/v1/identities", tag = "identities", request_body = CreateIdentity,
     security(("bearer" = [])),
     responses((status = 201, body = IdentityView), (status = 400, body = crate::error::ErrorBody),
               (status = 401, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
@@ -175,9 +176,9 @@ pub async fn create(
 }
 
 /// List identities (filtered, keyset-paginated, in creation order).
-#[utoipa::path(get, path = "/v1/identities", tag = "identities", params(ListQuery),
+#[utoipa::path(get, operation_id = "list_identities", path = "/v1/identities", tag = "identities", params(ListQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = IdentityPage), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityPage), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
@@ -235,10 +236,10 @@ async fn load(state: &AppState, id: &str) -> Result<Identity, ApiError> {
 }
 
 /// Show one identity.
-#[utoipa::path(get, path = "/v1/identities/{id}", tag = "identities",
+#[utoipa::path(get, operation_id = "get_identity", path = "/v1/identities/{id}", tag = "identities",
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     _caller: Caller,
@@ -249,10 +250,10 @@ pub async fn show(
 }
 
 /// Change owner, description, roles or entitlements. Name, kind and environment never change.
-#[utoipa::path(patch, path = "/v1/identities/{id}", tag = "identities", request_body = UpdateIdentity,
+#[utoipa::path(patch, operation_id = "update_identity", path = "/v1/identities/{id}", tag = "identities", request_body = UpdateIdentity,
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 200, body = IdentityView), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -290,7 +291,11 @@ async fn transition(
     transition: Transition,
     body: LifecycleRequest,
 ) -> Result<Json<IdentityView>, ApiError> {
-    if body.reason.as_ref().is_some_and(|r| r.len() > 2000) {
+    if body
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 2000)
+    {
         return Err(ApiError::bad_request(
             "`reason` must be at most 2000 characters",
         ));
@@ -309,10 +314,10 @@ async fn transition(
 }
 
 /// Suspend an active identity: every decision for it is denied from the next request on.
-#[utoipa::path(post, path = "/v1/identities/{id}/suspend", tag = "identities", request_body(content = LifecycleRequest, description = "optional"),
+#[utoipa::path(post, operation_id = "suspend_identity", path = "/v1/identities/{id}/suspend", tag = "identities", request_body(content = Option<LifecycleRequest>, description = "optional; an empty body is allowed"),
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn suspend(
     State(state): State<AppState>,
     caller: Caller,
@@ -323,10 +328,10 @@ pub async fn suspend(
 }
 
 /// Resume a suspended identity.
-#[utoipa::path(post, path = "/v1/identities/{id}/resume", tag = "identities", request_body(content = LifecycleRequest, description = "optional"),
+#[utoipa::path(post, operation_id = "resume_identity", path = "/v1/identities/{id}/resume", tag = "identities", request_body(content = Option<LifecycleRequest>, description = "optional; an empty body is allowed"),
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
@@ -337,10 +342,10 @@ pub async fn resume(
 }
 
 /// Retire an identity for good; its id, URI and name are never reused.
-#[utoipa::path(post, path = "/v1/identities/{id}/retire", tag = "identities", request_body(content = LifecycleRequest, description = "optional"),
+#[utoipa::path(post, operation_id = "retire_identity", path = "/v1/identities/{id}/retire", tag = "identities", request_body(content = Option<LifecycleRequest>, description = "optional; an empty body is allowed"),
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn retire(
     State(state): State<AppState>,
     caller: Caller,

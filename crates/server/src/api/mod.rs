@@ -104,6 +104,31 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// An error answer to a request that carried a body may leave part of that body unread;
+/// say `Connection: close` so keep-alive clients do not reuse a connection the server
+/// will drop.
+async fn close_after_early_error(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let has_body = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "0")
+        || req
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    let mut res = next.run(req).await;
+    if has_body && (res.status().is_client_error() || res.status().is_server_error()) {
+        res.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    res
+}
+
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
@@ -139,5 +164,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(close_after_early_error))
         .with_state(state)
 }

@@ -49,6 +49,7 @@ pub struct ValidationView {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// 1..=200, default 20.
@@ -100,8 +101,8 @@ fn schema_or_current(state: &AppState, schema: Option<String>) -> String {
 }
 
 /// The policies in force.
-#[utoipa::path(get, path = "/v1/policies", tag = "policies", security(("bearer" = [])),
-    responses((status = 200, body = PolicyView)))]
+#[utoipa::path(get, operation_id = "get_policy", path = "/v1/policies", tag = "policies", security(("bearer" = [])),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = PolicyView)))]
 pub async fn current(
     State(state): State<AppState>,
     _caller: Caller,
@@ -122,8 +123,8 @@ pub async fn current(
 }
 
 /// Put a new version of the schema and policies (validated first; refused when invalid).
-#[utoipa::path(put, path = "/v1/policies", tag = "policies", request_body = PutPolicy, security(("bearer" = [])),
-    responses((status = 200, body = PolicyView),
+#[utoipa::path(put, operation_id = "put_policy", path = "/v1/policies", tag = "policies", request_body = PutPolicy, security(("bearer" = [])),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = PolicyView),
               (status = 400, description = "invalid Cedar; `details` lists diagnostics", body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
 pub async fn put(
@@ -132,7 +133,7 @@ pub async fn put(
     ApiJson(body): ApiJson<PutPolicy>,
 ) -> Result<Json<PolicyView>, ApiError> {
     let comment = body.comment.unwrap_or_default();
-    if comment.len() > MAX_COMMENT {
+    if comment.chars().count() > MAX_COMMENT {
         return Err(ApiError::bad_request(
             "`comment` must be at most 2000 characters",
         ));
@@ -164,8 +165,8 @@ pub async fn put(
 }
 
 /// Validate a schema and policies without putting them.
-#[utoipa::path(post, path = "/v1/policies/validate", tag = "policies", request_body = PutPolicy, security(("bearer" = [])),
-    responses((status = 200, body = ValidationView), (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "validate_policy", path = "/v1/policies/validate", tag = "policies", request_body = PutPolicy, security(("bearer" = [])),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = ValidationView), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn validate(
     State(state): State<AppState>,
     _caller: Caller,
@@ -187,8 +188,8 @@ pub async fn validate(
 }
 
 /// Policy versions, newest first.
-#[utoipa::path(get, path = "/v1/policies/versions", tag = "policies", params(HistoryQuery), security(("bearer" = [])),
-    responses((status = 200, body = Vec<PolicyVersionSummary>), (status = 400, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "list_policy_versions", path = "/v1/policies/versions", tag = "policies", params(HistoryQuery), security(("bearer" = [])),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = Vec<PolicyVersionSummary>), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     _caller: Caller,
@@ -213,9 +214,9 @@ pub async fn history(
 }
 
 /// One policy version.
-#[utoipa::path(get, path = "/v1/policies/versions/{version}", tag = "policies",
+#[utoipa::path(get, operation_id = "get_policy_version", path = "/v1/policies/versions/{version}", tag = "policies",
     params(("version" = u64, Path, description = "version number")), security(("bearer" = [])),
-    responses((status = 200, body = PolicyView), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = PolicyView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn version(
     State(state): State<AppState>,
     _caller: Caller,

@@ -9,14 +9,14 @@ use axum::Json;
 use serde_json::{json, Value};
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "system",
+#[utoipa::path(get, operation_id = "healthz", path = "/healthz", tag = "system",
     responses((status = 200, description = "alive", body = Value)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: the audit writer runs and the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "system",
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "system",
     responses((status = 200, description = "ready", body = Value),
               (status = 503, description = "not ready", body = crate::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -35,7 +35,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 }
 
 /// Prometheus metrics (OpenMetrics text format).
-#[utoipa::path(get, path = "/metrics", tag = "system",
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", tag = "system",
     responses((status = 200, description = "metrics", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let body = state.metrics.encode().map_err(ApiError::internal)?;
