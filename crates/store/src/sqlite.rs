@@ -151,6 +151,26 @@ fn head_from_parts(size: i64, frontier: &[u8]) -> Result<ChainHead> {
     Ok(ChainHead { tree })
 }
 
+/// Decoding query results into domain values, with storage errors mapped once.
+trait Decode<T> {
+    type Out;
+    fn decode_with(self, decode: fn(&SqliteRow) -> Result<T>) -> Result<Self::Out>;
+}
+
+impl<T> Decode<T> for std::result::Result<Option<SqliteRow>, sqlx::Error> {
+    type Out = Option<T>;
+    fn decode_with(self, decode: fn(&SqliteRow) -> Result<T>) -> Result<Option<T>> {
+        self.map_err(unavailable)?.as_ref().map(decode).transpose()
+    }
+}
+
+impl<T> Decode<T> for std::result::Result<Vec<SqliteRow>, sqlx::Error> {
+    type Out = Vec<T>;
+    fn decode_with(self, decode: fn(&SqliteRow) -> Result<T>) -> Result<Vec<T>> {
+        self.map_err(unavailable)?.iter().map(decode).collect()
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs migrations.
     pub async fn open(path: &Path, durability: Durability) -> Result<Self> {
@@ -233,10 +253,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(unavailable)?
-            .as_ref()
-            .map(identity_from_row)
-            .transpose()
+            .decode_with(identity_from_row)
     }
 
     async fn list_identities(&self, f: &IdentityFilter) -> Result<Vec<Identity>> {
@@ -260,30 +277,21 @@ impl Store for SqliteStore {
         q.build()
             .fetch_all(&self.pool)
             .await
-            .map_err(unavailable)?
-            .iter()
-            .map(identity_from_row)
-            .collect()
+            .decode_with(identity_from_row)
     }
 
     async fn all_identities(&self) -> Result<Vec<Identity>> {
         sqlx::query("SELECT * FROM identities ORDER BY id")
             .fetch_all(&self.pool)
             .await
-            .map_err(unavailable)?
-            .iter()
-            .map(identity_from_row)
-            .collect()
+            .decode_with(identity_from_row)
     }
 
     async fn current_policy(&self) -> Result<Option<PolicyVersion>> {
         sqlx::query("SELECT * FROM policy_versions ORDER BY version DESC LIMIT 1")
             .fetch_optional(&self.pool)
             .await
-            .map_err(unavailable)?
-            .as_ref()
-            .map(policy_from_row)
-            .transpose()
+            .decode_with(policy_from_row)
     }
 
     async fn policy_version(&self, version: u64) -> Result<Option<PolicyVersion>> {
@@ -294,10 +302,7 @@ impl Store for SqliteStore {
             .bind(version)
             .fetch_optional(&self.pool)
             .await
-            .map_err(unavailable)?
-            .as_ref()
-            .map(policy_from_row)
-            .transpose()
+            .decode_with(policy_from_row)
     }
 
     async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyVersion>> {
@@ -305,10 +310,7 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .map_err(unavailable)?
-            .iter()
-            .map(policy_from_row)
-            .collect()
+            .decode_with(policy_from_row)
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRow>> {
@@ -366,10 +368,7 @@ impl Store for SqliteStore {
         q.build()
             .fetch_all(&self.pool)
             .await
-            .map_err(unavailable)?
-            .iter()
-            .map(record_from_row)
-            .collect()
+            .decode_with(record_from_row)
     }
 
     async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>> {
@@ -380,10 +379,7 @@ impl Store for SqliteStore {
             .bind(seq)
             .fetch_optional(&self.pool)
             .await
-            .map_err(unavailable)?
-            .as_ref()
-            .map(record_from_row)
-            .transpose()
+            .decode_with(record_from_row)
     }
 
     async fn audit_leaf_hashes(&self, size: u64) -> Result<Vec<Hash>> {
@@ -424,20 +420,14 @@ impl Store for SqliteStore {
         sqlx::query("SELECT * FROM checkpoints ORDER BY size, ts_ms")
             .fetch_all(&self.pool)
             .await
-            .map_err(unavailable)?
-            .iter()
-            .map(checkpoint_from_row)
-            .collect()
+            .decode_with(checkpoint_from_row)
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
         sqlx::query("SELECT * FROM checkpoints ORDER BY size DESC, ts_ms DESC LIMIT 1")
             .fetch_optional(&self.pool)
             .await
-            .map_err(unavailable)?
-            .as_ref()
-            .map(checkpoint_from_row)
-            .transpose()
+            .decode_with(checkpoint_from_row)
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -553,10 +543,7 @@ impl WriteTx for SqliteTx {
             .bind(id)
             .fetch_optional(&mut *self.tx)
             .await
-            .map_err(unavailable)?
-            .as_ref()
-            .map(identity_from_row)
-            .transpose()
+            .decode_with(identity_from_row)
     }
 
     async fn insert_identity(&mut self, i: &Identity) -> Result<()> {

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warrant_client::Client;
 
@@ -25,6 +26,9 @@ pub fn free_port() -> u16 {
 /// A running server. Killed (SIGKILL) on drop unless stopped.
 pub struct Server {
     pub child: Option<Child>,
+    /// Everything the server wrote to stderr so far (drained continuously, so a chatty
+    /// server never blocks on a full pipe).
+    pub log: Arc<Mutex<String>>,
     pub port: u16,
     pub data_dir: PathBuf,
     pub url: String,
@@ -65,9 +69,26 @@ impl Server {
         if let Some(t) = &opts.admin_token {
             cmd.env("WARRANT_ADMIN_TOKEN", t);
         }
-        let child = cmd.spawn().expect("spawn warrant serve");
+        let mut child = cmd.spawn().expect("spawn warrant serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(mut err) = child.stderr.take() {
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let (Ok(mut l), Some(chunk)) = (sink.lock(), buf.get(..n)) {
+                        l.push_str(&String::from_utf8_lossy(chunk));
+                    }
+                }
+            });
+        }
         let server = Server {
             child: Some(child),
+            log,
             port,
             data_dir: data_dir.to_owned(),
             url: format!("http://127.0.0.1:{port}"),
@@ -108,6 +129,7 @@ impl Server {
     /// SIGTERM and wait for a clean exit; returns the captured stderr.
     pub fn stop(&mut self) -> String {
         let mut out = String::new();
+        // (stderr is collected by the drain thread into `log`)
         if let Some(mut c) = self.child.take() {
             let pid = c.id().to_string();
             let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -123,10 +145,11 @@ impl Server {
                     _ => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
-            if let Some(mut e) = c.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut out);
-            }
+        }
+        // Give the drain thread a moment to read the last lines.
+        std::thread::sleep(Duration::from_millis(50));
+        if let Ok(l) = self.log.lock() {
+            out.push_str(&l);
         }
         out
     }

@@ -134,10 +134,6 @@ pub fn decide(
         },
     };
     let took = started.elapsed();
-    let now = state.clock.now_ms();
-    if let Some(e) = entry {
-        e.touch(now);
-    }
     state.metrics.observe_decision(decision.allowed, took);
 
     let verdict = if decision.allowed { "allow" } else { "deny" };
@@ -210,6 +206,16 @@ pub fn decide(
     Ok((response, draft))
 }
 
+/// Records that the principal was used, once its decision is durably logged (a refused
+/// decision is no use).
+fn mark_used(state: &AppState, response: &AuthorizeResponse) {
+    if let Some(p) = &response.principal {
+        if let Some(e) = state.snapshot.load().principals.get(&p.id) {
+            e.touch(state.clock.now_ms());
+        }
+    }
+}
+
 /// Decide one request. Every decision is audit-logged before the answer is sent.
 #[utoipa::path(post, operation_id = "authorize", path = "/v1/authorize", tag = "decisions", request_body = AuthorizeRequest,
     security(("bearer" = [])),
@@ -224,6 +230,7 @@ pub async fn authorize(
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
     let (mut response, draft) = decide(&state, &caller, &req)?;
     let seqs = state.writer.append(vec![draft]).await?;
+    mark_used(&state, &response);
     response.audit_seq = seqs
         .first()
         .copied()
@@ -275,6 +282,7 @@ pub async fn batch(
     let mut seqs = seqs.into_iter();
     for item in items.iter_mut() {
         if let Some(r) = item.result.as_mut() {
+            mark_used(&state, r);
             r.audit_seq = seqs.next().ok_or_else(|| {
                 ApiError::internal("audit append returned too few sequence numbers")
             })?;
