@@ -1,6 +1,6 @@
 //! Compiling a schema and a policy set into an immutable, validated [`PolicyBundle`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,12 +10,13 @@ use cedar_policy::{
     SchemaFragment, ValidationMode, Validator,
 };
 
-use crate::context_types::{context_types, ContextType};
+use crate::context_types::{context_types, ordinary_entity_types, ContextType};
 use crate::decision::Effect;
 use crate::diagnostics::{
     from_miette, from_miette_all, position, statement_starts, Diagnostic, PolicyErrors, SourceKind,
     SNIPPET_MAX_CHARS,
 };
+use crate::fast::FastCheck;
 
 /// The built-in Cedar schema fragment, always combined with the user's schema.
 ///
@@ -91,6 +92,8 @@ pub(crate) struct ActionInfo {
     /// The declared context type; `None` when it could not be worked out, and then the
     /// context always goes through cedar's schema-directed parser.
     pub context: Option<ContextType>,
+    /// Validation without cedar's schema pass, when it can be done for this action.
+    pub fast: Option<FastCheck>,
 }
 
 /// A policy set with ids assigned, before validation.
@@ -112,7 +115,7 @@ impl PolicyBundle {
     pub fn compile(schema_src: &str, policies_src: &str) -> Result<PolicyBundle, PolicyErrors> {
         let schema = build_schema(schema_src);
         let parsed = parse_policies(policies_src);
-        let ((schema, context_types), parsed) = match (schema, parsed) {
+        let ((schema, context_types, ordinary), parsed) = match (schema, parsed) {
             (Ok(schema), Ok(parsed)) => (schema, parsed),
             (schema, parsed) => {
                 let mut diagnostics = schema.err().unwrap_or_default();
@@ -155,9 +158,16 @@ impl PolicyBundle {
             .map(|uid| {
                 let text = uid.to_string();
                 let context = context_types.get(&text).cloned();
+                let fast = FastCheck::build(
+                    &schema,
+                    uid,
+                    context.as_ref().and_then(|c| c.shape.as_ref()),
+                    &ordinary,
+                );
                 let info = ActionInfo {
                     uid: uid.clone(),
                     context,
+                    fast,
                 };
                 (text, info)
             })
@@ -281,7 +291,11 @@ pub fn check_syntax(policies_src: &str) -> Result<Vec<String>, PolicyErrors> {
     parse_policies(policies_src).map(|p| p.ids)
 }
 
-fn build_schema(src: &str) -> Result<(Schema, HashMap<String, ContextType>), Vec<Diagnostic>> {
+/// The combined schema, the user's actions' context types, and the entity types of both
+/// fragments that are neither enumerated nor external.
+type BuiltSchema = (Schema, HashMap<String, ContextType>, HashSet<String>);
+
+fn build_schema(src: &str) -> Result<BuiltSchema, Vec<Diagnostic>> {
     let kind = SourceKind::Schema;
     let user = if src.trim_start().starts_with('{') {
         SchemaFragment::from_json_str(src).map_err(|e| {
@@ -305,13 +319,20 @@ fn build_schema(src: &str) -> Result<(Schema, HashMap<String, ContextType>), Vec
             d.message = format!("built-in schema: {}", d.message);
             vec![d]
         })?;
-    let context_types = user
-        .clone()
-        .to_json_value()
-        .map(|json| context_types(&json))
-        .unwrap_or_default();
+    let user_json = user.clone().to_json_value().ok();
+    let context_types = user_json.as_ref().map(context_types).unwrap_or_default();
+    // Without the JSON form of both fragments, no type is known to be ordinary and no
+    // action gets the fast check.
+    let ordinary = match (builtin.clone().to_json_value(), user_json) {
+        (Ok(builtin), Some(user)) => {
+            let mut ordinary = ordinary_entity_types(&builtin);
+            ordinary.extend(ordinary_entity_types(&user));
+            ordinary
+        }
+        _ => HashSet::new(),
+    };
     Schema::from_schema_fragments([builtin, user])
-        .map(|schema| (schema, context_types))
+        .map(|schema| (schema, context_types, ordinary))
         .map_err(|e| from_miette_all(&e, &kind, Some(src)))
 }
 

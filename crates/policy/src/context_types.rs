@@ -3,9 +3,11 @@
 //!   was expected (cedar's own message only says that the context is not valid);
 //! - whether it is *plain* (only `Bool`, `Long`, `String`, and sets and records of
 //!   them), so `decide` can build the context straight from JSON instead of running
-//!   cedar's schema-directed JSON parser, which costs several times more.
+//!   cedar's schema-directed JSON parser, which costs several times more;
+//! - for a plain type, its [`Shape`]: a compact typed tree `decide` checks JSON against
+//!   (see `fast.rs`) instead of having cedar re-validate the built request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
@@ -13,6 +15,10 @@ use serde_json::{Map, Value};
 
 /// Deepest nesting looked at; deeper types print as `...` and are not plain.
 const MAX_DEPTH: usize = 16;
+
+/// Most nodes a [`Shape`] may have (common types are expanded where they are used, so
+/// a small schema can describe a huge tree); a bigger context type is not plain.
+const MAX_SHAPE_NODES: usize = 512;
 
 /// One action's declared context type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +29,111 @@ pub(crate) struct ContextType {
     /// `Bool`, `Long`, `String`, or sets and records of them. Then plain JSON (no `__`
     /// escapes, integers only) means the same Cedar value with or without the schema.
     pub plain: bool,
+    /// The type as a tree, when it is plain (`Some` exactly when `plain`).
+    pub shape: Option<Shape>,
+}
+
+/// A plain Cedar type, as this crate reads it from the schema fragment. It is trusted
+/// for a decision only after cedar agrees with it (`fast.rs` checks witnesses at
+/// compile time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Bool,
+    Long,
+    String,
+    Set(Box<Shape>),
+    Record(RecordShape),
+}
+
+/// A closed record type: no attribute other than the declared ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordShape {
+    /// Sorted by name, names unique.
+    pub attrs: Vec<AttrShape>,
+    /// How many of `attrs` are required.
+    pub required: usize,
+}
+
+/// One attribute of a [`RecordShape`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AttrShape {
+    pub name: String,
+    pub required: bool,
+    pub shape: Shape,
+}
+
+impl Shape {
+    /// Whether plain JSON `value` has this type, with cedar's typing rules: `Long` is
+    /// a JSON number that is an `i64` (no floats, nothing out of range), sets may be
+    /// empty and every element has the element type, records are closed.
+    pub(crate) fn admits(&self, value: &Value) -> bool {
+        match (self, value) {
+            (Shape::Bool, Value::Bool(_)) | (Shape::String, Value::String(_)) => true,
+            (Shape::Long, Value::Number(n)) => n.as_i64().is_some(),
+            (Shape::Set(element), Value::Array(items)) => items.iter().all(|i| element.admits(i)),
+            (Shape::Record(record), Value::Object(map)) => record.admits(map),
+            _ => false,
+        }
+    }
+}
+
+impl RecordShape {
+    /// Whether the JSON object `map` has this record type: every key is a declared
+    /// attribute whose value has its type, and every required attribute is present.
+    pub(crate) fn admits(&self, map: &Map<String, Value>) -> bool {
+        let mut required = 0usize;
+        for (name, value) in map {
+            let Ok(found) = self
+                .attrs
+                .binary_search_by(|a| a.name.as_str().cmp(name.as_str()))
+            else {
+                return false;
+            };
+            let Some(attr) = self.attrs.get(found) else {
+                return false;
+            };
+            if !attr.shape.admits(value) {
+                return false;
+            }
+            if attr.required {
+                required += 1;
+            }
+        }
+        // JSON object keys are unique, so this counts each required attribute once.
+        required == self.required
+    }
+}
+
+/// The entity types a schema fragment (Cedar JSON schema form) declares as ordinary
+/// entity types, by canonical name: neither enumerated (`enum`) nor `external`.
+/// For those cedar checks nothing about a request's entity id.
+pub(crate) fn ordinary_entity_types(fragment: &Value) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let Some(namespaces) = fragment.as_object() else {
+        return out;
+    };
+    for (ns, body) in namespaces {
+        let Some(types) = body.get("entityTypes").and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, decl) in types {
+            let Some(decl) = decl.as_object() else {
+                continue;
+            };
+            let external = decl
+                .get("external")
+                .is_some_and(|e| *e != Value::Bool(false));
+            if decl.contains_key("enum") || external {
+                continue;
+            }
+            out.insert(if ns.is_empty() {
+                name.clone()
+            } else {
+                format!("{ns}::{name}")
+            });
+        }
+    }
+    out
 }
 
 /// Declared context types by canonical action uid text, from a schema fragment in
@@ -64,13 +175,22 @@ pub(crate) fn context_types(fragment: &Value) -> HashMap<String, ContextType> {
                 continue;
             };
             let context = match applies_to.get("context") {
-                Some(ty) => ContextType {
-                    text: types.render(ty, 0),
-                    plain: types.is_plain(ty, 0),
-                },
+                Some(ty) => {
+                    let mut budget = MAX_SHAPE_NODES;
+                    let shape = types.shape(ty, 0, &mut budget);
+                    ContextType {
+                        text: types.render(ty, 0),
+                        plain: shape.is_some(),
+                        shape,
+                    }
+                }
                 None => ContextType {
                     text: "{}".to_owned(),
                     plain: true,
+                    shape: Some(Shape::Record(RecordShape {
+                        attrs: Vec::new(),
+                        required: 0,
+                    })),
                 },
             };
             let uid = EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(name));
@@ -178,39 +298,70 @@ impl<'a> Types<'a> {
         }
     }
 
-    fn is_plain(&self, ty: &Value, depth: usize) -> bool {
+    /// The type as a [`Shape`] when it is plain, following the same resolution as
+    /// `render`; `None` for anything else, too deep or too big.
+    fn shape(&self, ty: &Value, depth: usize, budget: &mut usize) -> Option<Shape> {
         if depth > MAX_DEPTH {
-            return false;
+            return None;
         }
+        *budget = budget.checked_sub(1)?;
         match ty.get("type").and_then(Value::as_str) {
             Some("Record") => {
-                ty.get("additionalAttributes").and_then(Value::as_bool) != Some(true)
-                    && attributes(ty)
-                        .is_some_and(|attrs| attrs.values().all(|v| self.is_plain(v, depth + 1)))
+                if ty.get("additionalAttributes").and_then(Value::as_bool) == Some(true) {
+                    return None;
+                }
+                let mut attrs = attributes(ty)?
+                    .iter()
+                    .map(|(name, v)| {
+                        Some(AttrShape {
+                            name: name.clone(),
+                            required: v.get("required").and_then(Value::as_bool) != Some(false),
+                            shape: self.shape(v, depth + 1, budget)?,
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                attrs.sort_by(|a, b| a.name.cmp(&b.name));
+                let required = attrs.iter().filter(|a| a.required).count();
+                Some(Shape::Record(RecordShape { attrs, required }))
             }
-            Some("Set") => ty
-                .get("element")
-                .is_some_and(|e| self.is_plain(e, depth + 1)),
+            Some("Set") => Some(Shape::Set(Box::new(self.shape(
+                ty.get("element")?,
+                depth + 1,
+                budget,
+            )?))),
             // JSON schema keywords: always the primitive, unless a common type of the
             // same name makes it ambiguous
             Some(keyword @ ("Long" | "String" | "Boolean")) => {
-                !self.commons.contains_key(keyword) && !self.root_commons.contains_key(keyword)
+                if self.commons.contains_key(keyword) || self.root_commons.contains_key(keyword) {
+                    None
+                } else {
+                    primitive_shape(keyword)
+                }
             }
-            Some("EntityOrCommon") => ty
-                .get("name")
-                .and_then(Value::as_str)
-                .is_some_and(|name| self.is_plain_named(name, depth)),
-            Some("Entity" | "Extension") | None => false,
-            Some(other) => self.is_plain_named(other, depth),
+            Some("EntityOrCommon") => {
+                let name = ty.get("name").and_then(Value::as_str)?;
+                self.shape_named(name, depth, budget)
+            }
+            Some("Entity" | "Extension") | None => None,
+            Some(other) => self.shape_named(other, depth, budget),
         }
     }
 
-    fn is_plain_named(&self, name: &str, depth: usize) -> bool {
+    fn shape_named(&self, name: &str, depth: usize, budget: &mut usize) -> Option<Shape> {
         match self.resolve(name) {
-            Resolved::Common(common) => self.is_plain(common, depth + 1),
-            Resolved::Primitive(_) => true,
-            Resolved::Other => false,
+            Resolved::Common(common) => self.shape(common, depth + 1, budget),
+            Resolved::Primitive(p) => primitive_shape(p),
+            Resolved::Other => None,
         }
+    }
+}
+
+fn primitive_shape(name: &str) -> Option<Shape> {
+    match primitive(name)? {
+        "Bool" => Some(Shape::Bool),
+        "Long" => Some(Shape::Long),
+        "String" => Some(Shape::String),
+        _ => None,
     }
 }
 
@@ -282,7 +433,11 @@ mod tests {
             t[r#"App::Action::"write""#],
             ContextType {
                 text: "{}".into(),
-                plain: true
+                plain: true,
+                shape: Some(Shape::Record(RecordShape {
+                    attrs: vec![],
+                    required: 0
+                })),
             }
         );
     }

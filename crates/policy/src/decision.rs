@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use cedar_policy::{
-    AuthorizationError, Context, Entity, Request, RequestValidationError, Response,
+    AuthorizationError, Context, Entity, EntityUid, Request, RequestValidationError, Response,
     RestrictedExpression,
 };
 
@@ -194,39 +194,71 @@ pub fn decide(
     principal: &PrincipalEntities,
     input: &DecisionInput<'_>,
 ) -> Result<Decision, RequestError> {
+    decide_with(bundle, principal, input, true)
+}
+
+/// [`decide`], with the fast validation of `fast.rs` on or off (the differential test
+/// compares the two).
+pub(crate) fn decide_with(
+    bundle: &PolicyBundle,
+    principal: &PrincipalEntities,
+    input: &DecisionInput<'_>,
+    fast: bool,
+) -> Result<Decision, RequestError> {
     let Some(schema) = bundle.schema.as_ref() else {
         return Ok(Decision::deny());
     };
     let info = bundle.action(input.action)?;
     let action = &info.uid;
     let resource = bundle.resource(input.resource)?;
-    let context = match input.context {
-        None | Some(Value::Null) => Context::empty(),
-        Some(value @ Value::Object(map)) => {
-            let plain = info
-                .context
-                .as_ref()
-                .filter(|c| c.plain)
-                .and_then(|_| plain_context(map));
-            match plain {
-                Some(context) => context,
-                None => Context::from_json_value(value.clone(), Some((schema, action))).map_err(
-                    |e| RequestError::InvalidContext {
-                        action: input.action.to_owned(),
-                        message: e.to_string(),
-                    },
-                )?,
-            }
-        }
+    let map = match input.context {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map),
         Some(_) => return Err(RequestError::ContextNotObject),
     };
-    let request = Request::new(
-        principal.uid.clone(),
-        action.clone(),
-        resource,
-        context,
-        Some(schema),
-    )
+    let checked = if fast {
+        fast_context(info, &principal.uid, &resource, map)
+    } else {
+        None
+    };
+    let request = match checked {
+        // INVARIANT: the fast check accepted the request, so cedar's validation would
+        // (see `fast.rs`); anything else goes through cedar's validation below.
+        Some(context) => Request::new(
+            principal.uid.clone(),
+            action.clone(),
+            resource,
+            context,
+            None,
+        ),
+        None => {
+            let context = match (map, input.context) {
+                (Some(map), Some(value)) => {
+                    let plain = info
+                        .context
+                        .as_ref()
+                        .filter(|c| c.plain)
+                        .and_then(|_| plain_context(map));
+                    match plain {
+                        Some(context) => context,
+                        None => Context::from_json_value(value.clone(), Some((schema, action)))
+                            .map_err(|e| RequestError::InvalidContext {
+                                action: input.action.to_owned(),
+                                message: e.to_string(),
+                            })?,
+                    }
+                }
+                _ => Context::empty(),
+            };
+            Request::new(
+                principal.uid.clone(),
+                action.clone(),
+                resource,
+                context,
+                Some(schema),
+            )
+        }
+    }
     .map_err(|e| match e {
         RequestValidationError::InvalidContext(e) => RequestError::InvalidContext {
             action: input.action.to_owned(),
@@ -262,11 +294,30 @@ pub fn decide(
     Ok(decision_from(bundle, &response))
 }
 
+/// The request's context when the fast check of `fast.rs` accepts the request (the
+/// principal and resource types and the context `map`, `None` for the empty context);
+/// `None` when cedar's validation has to decide.
+pub(crate) fn fast_context(
+    info: &ActionInfo,
+    principal: &EntityUid,
+    resource: &EntityUid,
+    map: Option<&Map<String, Value>>,
+) -> Option<Context> {
+    let check = info.fast.as_ref()?;
+    if !check.admits(principal.type_name(), resource.type_name(), map) {
+        return None;
+    }
+    match map {
+        None => Some(Context::empty()),
+        Some(map) => plain_context(map),
+    }
+}
+
 /// The context built straight from plain JSON, for an action whose context type is
 /// plain (see `ContextType::plain`): the same value cedar's schema-directed parser
 /// yields, without its cost. `None` for anything else (`null`, non-integer numbers,
 /// `__entity`/`__extn` escapes): cedar's parser then decides, and reports any error.
-fn plain_context(map: &Map<String, Value>) -> Option<Context> {
+pub(crate) fn plain_context(map: &Map<String, Value>) -> Option<Context> {
     Context::from_pairs(plain_pairs(map)?).ok()
 }
 
@@ -349,7 +400,7 @@ fn request_entities(
         .collect()
 }
 
-fn decision_from(bundle: &PolicyBundle, response: &Response) -> Decision {
+pub(crate) fn decision_from(bundle: &PolicyBundle, response: &Response) -> Decision {
     let diagnostics = response.diagnostics();
     let mut determining: Vec<(usize, DeterminingPolicy)> = diagnostics
         .reason()

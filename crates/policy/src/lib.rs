@@ -52,6 +52,7 @@ mod bundle;
 mod context_types;
 mod decision;
 mod diagnostics;
+mod fast;
 mod principal;
 
 pub use bundle::{check_syntax, PolicyBundle, BUILTIN_SCHEMA};

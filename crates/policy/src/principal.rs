@@ -1,10 +1,10 @@
 //! The principal side of every decision: a registered identity as Cedar entities, built
 //! once per registry change and reused by every decision for that identity.
 
+use arc_swap::ArcSwapOption;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
-use arc_swap::ArcSwapOption;
 use std::sync::Arc;
 
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
