@@ -2,12 +2,15 @@
 //!
 //! All SQL in warrant lives behind the [`Store`] and [`WriteTx`] traits defined here. The
 //! domain ([`warrant_core`]) and the HTTP edge never see SQL; a backend only stores and
-//! loads domain values. Backends: [`sqlite`] (the embedded default). Each backend carries
-//! its own versioned migrations (`migrations/<backend>/`).
+//! loads domain values. Backends: [`sqlite`] (the embedded default) and [`postgres`] (several
+//! replicas on one database); the statements they share live in one place (`sql`). Each
+//! backend carries its own versioned migrations (`migrations/<backend>/`).
 //!
 //! INVARIANT: every write goes through a [`WriteTx`], and a change and the audit records
 //! that describe it commit in the same transaction or not at all.
 
+pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;

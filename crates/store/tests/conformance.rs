@@ -1,22 +1,182 @@
-//! The storage conformance suite: what every backend must do. Runs against a real SQLite
-//! file; the PostgreSQL backend will run the same cases.
+//! The storage conformance suite: what every backend must do. Each case runs twice, as
+//! `sqlite::<case>` against a real SQLite file and as `postgres::<case>` against a fresh
+//! database of its own on a real PostgreSQL server (so cases run in parallel). The
+//! `postgres_*` cases test what only a shared database has: several replicas writing to
+//! one audit chain, fail-fast connection errors.
+//!
+//! The PostgreSQL server comes from `WARRANT_TEST_PG_URL`
+//! (`postgres://postgres@127.0.0.1:PORT/postgres`); `bash scripts/test.sh` starts one and
+//! sets it. Without it the PostgreSQL cases fail: they never pass silently.
 
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use ed25519_dalek::SigningKey;
-use warrant_core::audit::{ChainHead, RecordDraft, RecordKind};
+use sqlx::Connection;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warrant_core::audit::{AuditRecord, ChainHead, RecordDraft, RecordKind};
 use warrant_core::checkpoint::Checkpoint;
 use warrant_core::identity::{Identity, NewIdentity, Transition};
+use warrant_core::verify::ChainVerifier;
+use warrant_store::postgres::PostgresStore;
 use warrant_store::sqlite::{Durability, SqliteStore};
 use warrant_store::{AuditFilter, IdentityFilter, Store, StoreError, TokenRow, Unique};
 
-async fn open() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("w.db"), Durability::Full)
+// ---------------------------------------------------------------------------------------
+// Backends
+
+/// One store under test, plus a way around it to the same database.
+struct Backend {
+    store: Arc<dyn Store>,
+    raw: Raw,
+    _dir: Option<tempfile::TempDir>,
+}
+
+enum Raw {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Backend {
+    async fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let store = SqliteStore::open(&path, Durability::Full).await.unwrap();
+        Backend {
+            store: Arc::new(store),
+            raw: Raw::Sqlite(path),
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Backend {
+        let url = fresh_pg_database().await;
+        let store = PostgresStore::connect(&url).await.unwrap();
+        Backend {
+            store: Arc::new(store),
+            raw: Raw::Postgres(url),
+            _dir: None,
+        }
+    }
+
+    /// Runs one statement directly against the database, bypassing the store.
+    async fn raw_exec(&self, sql: &str) -> Result<(), String> {
+        let done = match &self.raw {
+            Raw::Sqlite(path) => {
+                let mut c =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .unwrap();
+                sqlx::query(sql).execute(&mut c).await.map(drop)
+            }
+            Raw::Postgres(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.map(drop)
+            }
+        };
+        done.map_err(|e| e.to_string())
+    }
+}
+
+/// The test server's URL, or a failure that says how to get one.
+fn pg_server_url() -> String {
+    match std::env::var("WARRANT_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "WARRANT_TEST_PG_URL is not set, so the PostgreSQL conformance cases cannot run. \
+             Run the tests with `bash scripts/test.sh` (it starts a throw-away PostgreSQL server \
+             and sets the variable), or point WARRANT_TEST_PG_URL at a server where this user \
+             may CREATE DATABASE (postgres://postgres@127.0.0.1:PORT/postgres)."
+        ),
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let rest = base.split_once("://").map_or(base, |(_, r)| r);
+    let base = if rest.contains('/') {
+        base.rsplit_once('/').unwrap().0
+    } else {
+        base
+    };
+    format!("{base}/{name}{query}")
+}
+
+/// Creates an empty database of its own on the test server; returns its URL.
+async fn fresh_pg_database() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let server = pg_server_url();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!(
+        "warrant_test_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot reach the PostgreSQL test server at WARRANT_TEST_PG_URL: {e}")
+        });
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
         .await
         .unwrap();
-    (dir, store)
+    let _ = admin.close().await;
+    with_database(&server, &name)
 }
+
+/// Every case below, run against both backends.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    identities_round_trip_and_uniqueness,
+    list_filters_and_paginates,
+    audit_chain_persists_and_rolls_back_with_its_transaction,
+    audit_filters,
+    audit_records_are_append_only_in_the_database,
+    audit_leaf_hashes_refuse_a_short_log,
+    checkpoints_policies_tokens_meta,
+    policy_versions_have_no_gaps_after_a_rolled_back_savepoint,
+    token_hash_is_unique,
+    last_used_only_moves_forward,
+    out_of_range_numbers_find_nothing,
+);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
 
 fn identity(id: &str, name: &str, env: &str) -> Identity {
     NewIdentity {
@@ -41,9 +201,44 @@ fn draft(n: u32) -> RecordDraft {
     }
 }
 
-#[tokio::test]
-async fn identities_round_trip_and_uniqueness() {
-    let (_d, store) = open().await;
+/// Appends `n` records in one write transaction; returns them.
+async fn append(store: &dyn Store, n: u32, ts: i64) -> Vec<AuditRecord> {
+    let mut tx = store.begin_write().await.unwrap();
+    let mut head = tx.load_chain_head().await.unwrap();
+    let records: Vec<_> = (0..n).map(|i| head.seal(draft(i), ts)).collect();
+    tx.append_records(&records).await.unwrap();
+    tx.store_chain_head(&head).await.unwrap();
+    tx.commit().await.unwrap();
+    records
+}
+
+/// Reads the whole log back and checks it is one unbroken chain ending at the head.
+async fn verify_chain(store: &dyn Store) -> u64 {
+    let head = store.audit_head().await.unwrap();
+    let records = store
+        .audit_records(&AuditFilter {
+            from_seq: Some(0),
+            limit: u32::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut v = ChainVerifier::new(vec![], &[]);
+    for r in &records {
+        v.push(r);
+    }
+    let report = v.finish(Some(head.tree.size()));
+    assert!(report.ok(), "the chain is broken: {:?}", report.findings);
+    assert_eq!(report.records, head.tree.size());
+    assert_eq!(report.root, Some(head.tree.root()));
+    report.records
+}
+
+// ---------------------------------------------------------------------------------------
+// The cases every backend passes
+
+async fn identities_round_trip_and_uniqueness(b: Backend) {
+    let store = b.store;
     let a = identity("idn_a", "bot", "prod");
     let mut tx = store.begin_write().await.unwrap();
     tx.insert_identity(&a).await.unwrap();
@@ -56,11 +251,10 @@ async fn identities_round_trip_and_uniqueness() {
     tx.insert_identity(&b).await.unwrap();
     // Same (name, env) refused; the savepoint keeps the transaction usable.
     tx.savepoint().await.unwrap();
-    let dup = identity("idn_c", "bot", "prod");
+    let mut dup = identity("idn_c", "bot", "prod");
+    dup.spiffe_id = "spiffe://td/prod/other-uri".into();
     match tx.insert_identity(&dup).await {
-        Err(StoreError::Conflict(u)) => {
-            assert!(matches!(u, Unique::NameEnvironment | Unique::SpiffeId))
-        }
+        Err(StoreError::Conflict(u)) => assert_eq!(u, Unique::NameEnvironment),
         other => panic!("expected conflict, got {other:?}"),
     }
     tx.rollback_to_savepoint().await.unwrap();
@@ -73,14 +267,27 @@ async fn identities_round_trip_and_uniqueness() {
         Err(StoreError::Conflict(Unique::SpiffeId))
     ));
     tx.rollback_to_savepoint().await.unwrap();
+    // The transaction goes on after a refusal, and a released savepoint keeps its work.
+    tx.savepoint().await.unwrap();
+    tx.insert_identity(&identity("idn_f", "fine", "prod"))
+        .await
+        .unwrap();
+    tx.release_savepoint().await.unwrap();
     tx.commit().await.unwrap();
     assert!(store.get_identity("idn_b").await.unwrap().is_some());
     assert!(store.get_identity("idn_c").await.unwrap().is_none());
+    assert!(store.get_identity("idn_d").await.unwrap().is_none());
+    assert!(store.get_identity("idn_f").await.unwrap().is_some());
 
-    // Updates persist; retired rows stay (their name and URI are never reused).
+    // Updates persist (and are visible inside the transaction); retired rows stay (their
+    // name and URI are never reused).
     let retired = a.transitioned(Transition::Retire, 2000).unwrap();
     let mut tx = store.begin_write().await.unwrap();
     tx.update_identity(&retired).await.unwrap();
+    assert_eq!(
+        tx.get_identity("idn_a").await.unwrap(),
+        Some(retired.clone())
+    );
     tx.commit().await.unwrap();
     assert_eq!(store.get_identity("idn_a").await.unwrap(), Some(retired));
     let mut tx = store.begin_write().await.unwrap();
@@ -90,15 +297,16 @@ async fn identities_round_trip_and_uniqueness() {
         .is_err());
 }
 
-#[tokio::test]
-async fn list_filters_and_paginates() {
-    let (_d, store) = open().await;
+async fn list_filters_and_paginates(b: Backend) {
+    let store = b.store;
     let mut tx = store.begin_write().await.unwrap();
     for i in 0..25 {
         let env = if i % 2 == 0 { "prod" } else { "dev" };
-        tx.insert_identity(&identity(&format!("idn_{i:03}"), &format!("bot{i}"), env))
-            .await
-            .unwrap();
+        let mut idn = identity(&format!("idn_{i:03}"), &format!("bot{i}"), env);
+        if i % 5 == 0 {
+            idn.owner = "bob@example.com".into();
+        }
+        tx.insert_identity(&idn).await.unwrap();
     }
     tx.commit().await.unwrap();
     let mut seen = vec![];
@@ -126,12 +334,24 @@ async fn list_filters_and_paginates() {
         seen, sorted,
         "keyset pagination is in id order without repeats"
     );
+    let bobs = store
+        .list_identities(&IdentityFilter {
+            owner: Some("bob@example.com".into()),
+            environment: Some("prod".into()),
+            kind: Some("agent".into()),
+            state: Some("active".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = bobs.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["idn_000", "idn_010", "idn_020"]);
     assert_eq!(store.all_identities().await.unwrap().len(), 25);
 }
 
-#[tokio::test]
-async fn audit_chain_persists_and_rolls_back_with_its_transaction() {
-    let (_d, store) = open().await;
+async fn audit_chain_persists_and_rolls_back_with_its_transaction(b: Backend) {
+    let store = b.store;
     let mut tx = store.begin_write().await.unwrap();
     let mut head = tx.load_chain_head().await.unwrap();
     assert_eq!(head.tree.size(), 0);
@@ -167,6 +387,13 @@ async fn audit_chain_persists_and_rolls_back_with_its_transaction() {
     assert_eq!(store.audit_head().await.unwrap().tree.size(), 1200);
     assert!(store.audit_record(1200).await.unwrap().is_none());
 
+    // An empty batch changes nothing; the next one continues the chain.
+    let mut tx = store.begin_write().await.unwrap();
+    tx.append_records(&[]).await.unwrap();
+    tx.commit().await.unwrap();
+    append(&*store, 2, 7).await;
+    assert_eq!(verify_chain(&*store).await, 1202);
+
     // Filters and descending order.
     let newest = store
         .audit_records(&AuditFilter {
@@ -181,39 +408,123 @@ async fn audit_chain_persists_and_rolls_back_with_its_transaction() {
     assert_eq!(newest[0].seq, 5);
 }
 
-#[tokio::test]
-async fn audit_records_are_append_only_in_the_database() {
-    let (dir, store) = open().await;
+async fn audit_filters(b: Backend) {
+    let store = b.store;
     let mut tx = store.begin_write().await.unwrap();
     let mut head = tx.load_chain_head().await.unwrap();
-    let r = head.seal(draft(1), 5);
-    tx.append_records(&[r]).await.unwrap();
+    let records: Vec<_> = (0..10)
+        .map(|n| {
+            let mut d = draft(n % 3);
+            if n % 2 == 1 {
+                d.kind = RecordKind::IdentityCreated;
+                d.actor = "admin:u".into();
+            }
+            head.seal(d, 100 + i64::from(n))
+        })
+        .collect();
+    tx.append_records(&records).await.unwrap();
     tx.store_chain_head(&head).await.unwrap();
     tx.commit().await.unwrap();
-    store.close().await;
-    // Direct SQL against the file: the triggers refuse UPDATE and DELETE.
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("w.db").display()))
-            .await
-            .unwrap();
-    let upd = sqlx::query("UPDATE audit_records SET payload = '{}' WHERE seq = 0")
-        .execute(&pool)
-        .await;
-    assert!(upd.unwrap_err().to_string().contains("append-only"));
-    let del = sqlx::query("DELETE FROM audit_records")
-        .execute(&pool)
-        .await;
-    assert!(del.unwrap_err().to_string().contains("append-only"));
+
+    let seqs = |f: AuditFilter| {
+        let store = store.clone();
+        async move {
+            let f = AuditFilter {
+                limit: if f.limit == 0 { 100 } else { f.limit },
+                ..f
+            };
+            let rs = store.audit_records(&f).await.unwrap();
+            rs.iter().map(|r| r.seq).collect::<Vec<_>>()
+        }
+    };
+    let created = RecordKind::IdentityCreated.as_str().to_owned();
+    assert_eq!(
+        seqs(AuditFilter {
+            kind: Some(created),
+            ..Default::default()
+        })
+        .await,
+        [1, 3, 5, 7, 9]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            actor: Some("admin:t".into()),
+            subject: Some("identity:0".into()),
+            ..Default::default()
+        })
+        .await,
+        [0, 6]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            from_ms: Some(102),
+            to_ms: Some(105),
+            ..Default::default()
+        })
+        .await,
+        [2, 3, 4]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            from_seq: Some(4),
+            descending: true,
+            limit: 3,
+            ..Default::default()
+        })
+        .await,
+        [4, 3, 2]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            from_seq: Some(8),
+            ..Default::default()
+        })
+        .await,
+        [8, 9]
+    );
+    assert_eq!(
+        seqs(AuditFilter {
+            from_seq: Some(u64::MAX),
+            descending: true,
+            limit: 2,
+            ..Default::default()
+        })
+        .await,
+        [9, 8]
+    );
 }
 
-#[tokio::test]
-async fn checkpoints_policies_tokens_meta() {
-    let (_d, store) = open().await;
+async fn audit_records_are_append_only_in_the_database(b: Backend) {
+    append(&*b.store, 1, 5).await;
+    // Direct SQL against the database: it refuses UPDATE and DELETE.
+    let upd = b
+        .raw_exec("UPDATE audit_records SET payload = '{}' WHERE seq = 0")
+        .await;
+    assert!(upd.unwrap_err().contains("append-only"));
+    let del = b.raw_exec("DELETE FROM audit_records").await;
+    assert!(del.unwrap_err().contains("append-only"));
+    assert_eq!(verify_chain(&*b.store).await, 1);
+}
+
+async fn audit_leaf_hashes_refuse_a_short_log(b: Backend) {
+    append(&*b.store, 3, 5).await;
+    assert_eq!(b.store.audit_leaf_hashes(3).await.unwrap().len(), 3);
+    assert_eq!(b.store.audit_leaf_hashes(0).await.unwrap().len(), 0);
+    assert!(matches!(
+        b.store.audit_leaf_hashes(4).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+async fn checkpoints_policies_tokens_meta(b: Backend) {
+    let store = b.store;
     let key = SigningKey::from_bytes(&[3; 32]);
     let mut tx = store.begin_write().await.unwrap();
     let cp1 = Checkpoint::sign("o", 3, [1; 32], 10, &key);
     let cp2 = Checkpoint::sign("o", 9, [2; 32], 20, &key);
     tx.insert_checkpoint(&cp1).await.unwrap();
+    tx.insert_checkpoint(&cp2).await.unwrap();
+    // The same (size, time) again is ignored, not an error.
     tx.insert_checkpoint(&cp2).await.unwrap();
     let v1 = tx
         .insert_policy_version("s1", "p1", 1, "admin:t", "first")
@@ -245,37 +556,345 @@ async fn checkpoints_policies_tokens_meta() {
     assert_eq!((v1, v2), (1, 2));
     assert_eq!(store.checkpoints().await.unwrap(), vec![cp1, cp2.clone()]);
     assert_eq!(store.latest_checkpoint().await.unwrap(), Some(cp2));
+    let current = store.current_policy().await.unwrap().unwrap();
+    assert_eq!((current.version, current.policies_text.as_str()), (2, "p2"));
     assert_eq!(
-        store.current_policy().await.unwrap().unwrap().policies_text,
-        "p2"
+        store.policy_version(1).await.unwrap().unwrap(),
+        warrant_store::PolicyVersion {
+            version: 1,
+            schema_text: "s1".into(),
+            policies_text: "p1".into(),
+            created_ms: 1,
+            actor: "admin:t".into(),
+            comment: "first".into(),
+        }
     );
+    let history: Vec<_> = store
+        .policy_history(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.version)
+        .collect();
+    assert_eq!(history, [2, 1]);
+    assert_eq!(store.policy_history(1).await.unwrap().len(), 1);
     assert_eq!(
-        store.policy_version(1).await.unwrap().unwrap().comment,
-        "first"
+        store.tokens().await.unwrap(),
+        vec![TokenRow {
+            revoked_ms: Some(5),
+            ..token
+        }]
     );
-    assert_eq!(store.policy_history(10).await.unwrap().len(), 2);
-    assert_eq!(store.tokens().await.unwrap()[0].revoked_ms, Some(5));
     assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("v2"));
     assert_eq!(store.meta("none").await.unwrap(), None);
+    store.ping().await.unwrap();
 }
 
-#[tokio::test]
-async fn last_used_only_moves_forward() {
-    let (_d, store) = open().await;
+async fn policy_versions_have_no_gaps_after_a_rolled_back_savepoint(b: Backend) {
+    let store = b.store;
+    assert_eq!(store.current_policy().await.unwrap(), None);
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(
+        tx.insert_policy_version("s", "p", 1, "a", "one")
+            .await
+            .unwrap(),
+        1
+    );
+    tx.savepoint().await.unwrap();
+    assert_eq!(
+        tx.insert_policy_version("s", "p", 2, "a", "refused")
+            .await
+            .unwrap(),
+        2
+    );
+    tx.rollback_to_savepoint().await.unwrap();
+    assert_eq!(
+        tx.insert_policy_version("s", "p", 3, "a", "two")
+            .await
+            .unwrap(),
+        2
+    );
+    tx.commit().await.unwrap();
+    // A whole transaction rolled back leaves no gap either.
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_policy_version("s", "p", 4, "a", "dropped")
+        .await
+        .unwrap();
+    drop(tx);
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(
+        tx.insert_policy_version("s", "p", 5, "a", "three")
+            .await
+            .unwrap(),
+        3
+    );
+    tx.commit().await.unwrap();
+    let comments: Vec<_> = store
+        .policy_history(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.version, p.comment))
+        .collect();
+    assert_eq!(
+        comments,
+        [(3, "three".into()), (2, "two".into()), (1, "one".into())]
+    );
+}
+
+async fn token_hash_is_unique(b: Backend) {
+    let store = b.store;
+    let token = |id: &str| TokenRow {
+        id: id.into(),
+        name: "n".into(),
+        hash: [9; 32],
+        role: "admin".into(),
+        created_ms: 1,
+        revoked_ms: None,
+    };
+    let mut tx = store.begin_write().await.unwrap();
+    tx.upsert_token(&token("tok_1")).await.unwrap();
+    match tx.upsert_token(&token("tok_2")).await {
+        Err(StoreError::Conflict(Unique::Other(_))) => {}
+        other => panic!("expected a conflict on the hash, got {other:?}"),
+    }
+}
+
+async fn last_used_only_moves_forward(b: Backend) {
+    let store = b.store;
     let mut tx = store.begin_write().await.unwrap();
     tx.insert_identity(&identity("idn_a", "bot", "prod"))
         .await
         .unwrap();
+    tx.insert_identity(&identity("idn_b", "bot2", "prod"))
+        .await
+        .unwrap();
+    tx.touch_identities(&[]).await.unwrap();
     tx.touch_identities(&[("idn_a".into(), 500)]).await.unwrap();
     tx.touch_identities(&[("idn_a".into(), 400)]).await.unwrap();
+    // One call naming an identity twice keeps the later time; unknown ids are ignored.
+    tx.touch_identities(&[
+        ("idn_b".into(), 700),
+        ("idn_missing".into(), 1),
+        ("idn_b".into(), 600),
+    ])
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(
-        store
-            .get_identity("idn_a")
-            .await
-            .unwrap()
-            .unwrap()
-            .last_used_ms,
-        Some(500)
+    let used = |id: &'static str| {
+        let store = store.clone();
+        async move { store.get_identity(id).await.unwrap().unwrap().last_used_ms }
+    };
+    assert_eq!(used("idn_a").await, Some(500));
+    assert_eq!(used("idn_b").await, Some(700));
+}
+
+async fn out_of_range_numbers_find_nothing(b: Backend) {
+    let store = b.store;
+    append(&*store, 1, 5).await;
+    assert_eq!(store.audit_record(u64::MAX).await.unwrap(), None);
+    assert_eq!(store.policy_version(u64::MAX).await.unwrap(), None);
+    assert_eq!(store.get_identity("").await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL only: several replicas on one database
+
+/// Two replicas (two stores on one database): the second writer blocks on the audit head
+/// until the first commits, then continues the chain the first left; no fork, no gap.
+#[tokio::test]
+async fn postgres_second_replica_waits_for_the_head_lock_then_continues_the_chain() {
+    let url = fresh_pg_database().await;
+    let a = PostgresStore::connect(&url).await.unwrap();
+    let b = PostgresStore::connect(&url).await.unwrap();
+
+    let mut tx_a = a.begin_write().await.unwrap();
+    let mut head_a = tx_a.load_chain_head().await.unwrap();
+    assert_eq!(head_a.tree.size(), 0);
+
+    let (began, began_rx) = tokio::sync::oneshot::channel();
+    let replica_b = tokio::spawn(async move {
+        let mut tx = b.begin_write().await.unwrap();
+        began.send(()).unwrap();
+        let mut head = tx.load_chain_head().await.unwrap();
+        let seen = head.tree.size();
+        let records: Vec<_> = (0..3).map(|n| head.seal(draft(100 + n), 20)).collect();
+        tx.append_records(&records).await.unwrap();
+        tx.store_chain_head(&head).await.unwrap();
+        tx.commit().await.unwrap();
+        seen
+    });
+    began_rx.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !replica_b.is_finished(),
+        "the second replica must wait for the head lock"
     );
+
+    let records: Vec<_> = (0..5).map(|n| head_a.seal(draft(n), 10)).collect();
+    tx_a.append_records(&records).await.unwrap();
+    tx_a.store_chain_head(&head_a).await.unwrap();
+    tx_a.commit().await.unwrap();
+
+    let seen_by_b = tokio::time::timeout(Duration::from_secs(10), replica_b)
+        .await
+        .expect("the second replica goes on once the first commits")
+        .unwrap();
+    assert_eq!(seen_by_b, 5, "the second replica sees the first one's head");
+    assert_eq!(verify_chain(&a).await, 8);
+}
+
+/// Three replicas appending concurrently, many transactions each: one chain.
+#[tokio::test]
+async fn postgres_concurrent_replicas_build_one_chain() {
+    let url = fresh_pg_database().await;
+    let mut tasks = vec![];
+    for replica in 0..3u32 {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut appended = 0u64;
+            for round in 0..20u32 {
+                let n = 1 + (replica + round) % 4;
+                append(&store, n, i64::from(round)).await;
+                appended += u64::from(n);
+            }
+            appended
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let store = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(verify_chain(&store).await, total);
+}
+
+/// Policy numbering stays gapless and unique even for writers that skip the head lock.
+#[tokio::test]
+async fn postgres_concurrent_policy_versions_are_numbered_in_turn() {
+    let url = fresh_pg_database().await;
+    let a = PostgresStore::connect(&url).await.unwrap();
+    let b = PostgresStore::connect(&url).await.unwrap();
+    let mut tx_a = a.begin_write().await.unwrap();
+    let v_a = tx_a
+        .insert_policy_version("s", "p", 1, "a", "from a")
+        .await
+        .unwrap();
+    let replica_b = tokio::spawn(async move {
+        let mut tx = b.begin_write().await.unwrap();
+        let v = tx
+            .insert_policy_version("s", "p", 2, "b", "from b")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        v
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!replica_b.is_finished());
+    tx_a.commit().await.unwrap();
+    let v_b = tokio::time::timeout(Duration::from_secs(10), replica_b)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v_a, v_b), (1, 2));
+}
+
+/// Replicas starting together migrate the database once; connecting again is a no-op.
+#[tokio::test]
+async fn postgres_replicas_starting_together_migrate_once() {
+    let url = fresh_pg_database().await;
+    let (a, b, c) = tokio::join!(
+        PostgresStore::connect(&url),
+        PostgresStore::connect(&url),
+        PostgresStore::connect(&url)
+    );
+    let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    append(&a, 2, 1).await;
+    let again = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(verify_chain(&again).await, 2);
+}
+
+/// PostgreSQL also refuses TRUNCATE of the audit log.
+#[tokio::test]
+async fn postgres_refuses_truncating_the_audit_log() {
+    let b = Backend::postgres().await;
+    append(&*b.store, 2, 1).await;
+    let err = b.raw_exec("TRUNCATE audit_records").await.unwrap_err();
+    assert!(err.contains("append-only"), "{err}");
+    assert_eq!(verify_chain(&*b.store).await, 2);
+}
+
+/// Nothing listening: connecting fails at once with Unavailable, it does not hang.
+#[tokio::test]
+async fn postgres_connect_to_a_dead_port_fails_fast() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let started = Instant::now();
+    let result = PostgresStore::connect(&format!("postgres://postgres@127.0.0.1:{port}/x")).await;
+    match result {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("connect"), "{msg}"),
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("connected to a dead port"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// While the database refuses connections, reads and writes fail with Unavailable within
+/// seconds (no partial write); once it takes them again the store recovers by itself.
+#[tokio::test]
+async fn postgres_fails_closed_while_the_database_refuses_and_recovers() {
+    let url = fresh_pg_database().await;
+    let store = PostgresStore::connect(&url).await.unwrap();
+    append(&store, 1, 1).await;
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&pg_server_url()).await.unwrap();
+    let set = |allow: bool| format!("ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS {allow}");
+    sqlx::query(&set(false)).execute(&mut admin).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.audit_head().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.begin_write().await.map(drop),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "failing took {:?}",
+        started.elapsed()
+    );
+
+    sqlx::query(&set(true)).execute(&mut admin).await.unwrap();
+    append(&store, 2, 2).await;
+    assert_eq!(verify_chain(&store).await, 3);
+}
+
+#[test]
+fn database_names_are_swapped_in_urls() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5/postgres", "d"),
+        "postgres://postgres@127.0.0.1:5/d"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h:5/postgres?sslmode=disable", "d"),
+        "postgres://u:p@h:5/d?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h:5", "d"), "postgres://h:5/d");
 }

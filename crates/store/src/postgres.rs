@@ -1,0 +1,152 @@
+//! The PostgreSQL backend (sqlx), for several `warrant serve` replicas on one database.
+//!
+//! - One audit chain across replicas: every write transaction begins with
+//!   [`WriteTx::load_chain_head`], which locks the single `audit_head` row
+//!   (`SELECT … FOR UPDATE`). A writer on another replica waits there until the holder
+//!   commits or rolls back, then reads the head that commit left, so appends form one chain
+//!   with no forks and no gaps. Within a replica the group-commit writer keeps batching
+//!   (one transaction, one lock, one commit per batch).
+//! - Policy version numbers are `MAX + 1` under a table lock, so they stay gapless and
+//!   unique even for a writer that did not take the head lock first.
+//! - Migrations (`migrations/postgres/`) run at [`PostgresStore::connect`] under sqlx's
+//!   advisory lock: replicas starting together migrate once.
+//! - Fail fast: connecting and acquiring a connection give up after a few seconds with
+//!   [`StoreError::Unavailable`] instead of hanging while the database is down; the pools
+//!   reconnect by themselves when it returns.
+//!
+//! The statements it shares with the SQLite backend are in [`crate::sql`].
+//!
+//! [`WriteTx::load_chain_head`]: crate::WriteTx::load_chain_head
+
+use crate::sql::{db_error, head_from_row, impl_store, impl_write_tx, Rows};
+use crate::{Result, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Postgres};
+use std::str::FromStr;
+use std::time::Duration;
+use warrant_core::audit::{AuditRecord, ChainHead};
+use warrant_core::checkpoint::Checkpoint;
+use warrant_core::identity::Identity;
+use warrant_core::merkle::Hash;
+use warrant_core::Millis;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long opening a connection (TCP, TLS, authentication) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a pooled connection (including reconnecting) before it
+/// fails with `Unavailable`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections per replica.
+const READ_CONNECTIONS: u32 = 8;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    writer: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database?…`), runs the
+    /// migrations, and opens a read pool and a one-connection writer pool.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?
+            .application_name("warrant");
+        // One connection up front: a clear error now (refused, authentication, unknown
+        // database) rather than a pool timeout later; it also runs the migrations.
+        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, opts.connect())
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "cannot connect to PostgreSQL: no answer within {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        let migrated = MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")));
+        let _ = conn.close().await;
+        migrated?;
+        let pools = PgPoolOptions::new()
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .min_connections(0);
+        Ok(PostgresStore {
+            writer: pools
+                .clone()
+                .max_connections(1)
+                .connect_lazy_with(opts.clone()),
+            pool: pools
+                .max_connections(READ_CONNECTIONS)
+                .connect_lazy_with(opts),
+        })
+    }
+}
+
+impl_store!(PostgresStore, Postgres, PgTx);
+
+impl_write_tx!(PgTx, Postgres, {
+    /// Locks the head row until this transaction ends: writers on every replica that
+    /// share the database take turns here.
+    async fn load_chain_head(&mut self) -> Result<ChainHead> {
+        let row = sqlx::query("SELECT size, frontier FROM audit_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(db_error)?;
+        head_from_row(&row)
+    }
+
+    /// One statement for the whole batch (arrays unnested server-side).
+    async fn append_records(&mut self, records: &[AuditRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let seqs = records
+            .iter()
+            .map(|r| crate::sql::i64_from(r.seq))
+            .collect::<Result<Vec<i64>>>()?;
+        sqlx::query(
+            "INSERT INTO audit_records (seq, ts_ms, kind, actor, subject, payload, leaf_hash, root)
+             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BYTEA[], $8::BYTEA[])",
+        )
+        .bind(seqs)
+        .bind(records.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.payload.as_str()).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.leaf_hash).collect::<Vec<_>>())
+        .bind(records.iter().map(|r| r.root).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// One statement for all identities; an id listed twice keeps its latest time.
+    async fn touch_identities(&mut self, used: &[(String, Millis)]) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE identities AS i SET last_used_ms = u.ts
+             FROM (SELECT id, MAX(ts) AS ts FROM unnest($1::TEXT[], $2::BIGINT[]) AS t (id, ts) GROUP BY id) AS u
+             WHERE i.id = u.id AND (i.last_used_ms IS NULL OR i.last_used_ms < u.ts)",
+        )
+        .bind(used.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+        .bind(used.iter().map(|(_, ts)| *ts).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+});
+
+impl PgTx {
+    /// Locks the table (to the end of the transaction; plain reads go on), so `MAX + 1`
+    /// is safe against a concurrent writer: it waits, then sees that writer's row.
+    async fn lock_policy_versions(&mut self) -> Result<()> {
+        self.exec("LOCK TABLE policy_versions IN EXCLUSIVE MODE")
+            .await
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite: starts a throw-away PostgreSQL server (scripts/pg-test-server.sh)
+# for the PostgreSQL storage tests, runs `cargo test --workspace "$@"`, and stops the
+# server again on every exit, also when tests fail; exits with cargo's status.
+# Arguments go to cargo; with a package (`bash scripts/test.sh -p warrant-store`) only that
+# package is tested.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WARRANT_PG_DIR=$(mktemp -d /tmp/warrant-pg-test.XXXXXX)
+export WARRANT_PG_DIR
+cleanup() {
+    bash scripts/pg-test-server.sh stop || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+WARRANT_TEST_PG_URL=$(bash scripts/pg-test-server.sh start)
+export WARRANT_TEST_PG_URL
+echo "test PostgreSQL: $WARRANT_TEST_PG_URL" >&2
+
+scope=(--workspace)
+for arg in "$@"; do
+    case "$arg" in
+        --) break ;;
+        -p | -p* | --package | --package=*) scope=() ;;
+    esac
+done
+
+status=0
+cargo test ${scope[@]+"${scope[@]}"} "$@" || status=$?
+exit "$status"
