@@ -179,7 +179,7 @@ pub fn build_principal(facts: &PrincipalFacts) -> Result<PrincipalEntities, Enti
             RestrictedExpression::new_set(facts.entitlements.iter().map(string)),
         ),
     ]);
-    let mut parents = roles.clone();
+    let mut parents = roles;
     parents.insert(environment.clone());
     let cedar_err = |message: String| EntityError::Cedar {
         id: id.to_owned(),
@@ -188,15 +188,11 @@ pub fn build_principal(facts: &PrincipalFacts) -> Result<PrincipalEntities, Enti
     let identity =
         Entity::new(uid.clone(), attrs, parents).map_err(|e| cedar_err(e.to_string()))?;
 
-    let mut all = Vec::with_capacity(roles.len() + 3);
-    all.push(identity);
-    all.push(Entity::new_no_attrs(environment, HashSet::new()));
-    all.push(Entity::new_no_attrs(owner, HashSet::new()));
-    all.extend(
-        roles
-            .into_iter()
-            .map(|r| Entity::new_no_attrs(r, HashSet::new())),
-    );
+    // Only the identity itself is stored: its roles and environment are its ancestors
+    // (`principal in Warrant::Role::"x"` reads the ancestor set) and its owner is an
+    // entity reference; none of those types has attributes, so entities for them would
+    // change no decision and would cost memory per identity (x100,000).
+    let all = [identity];
     let entities = Entities::from_entities(all, None).map_err(|e| cedar_err(e.to_string()))?;
     Ok(PrincipalEntities {
         uid,
@@ -227,8 +223,8 @@ mod tests {
     fn principal_entities_conform_to_the_builtin_schema() {
         let p = build_principal(&facts()).unwrap();
         assert_eq!(p.uid_string(), r#"Warrant::Identity::"agent-7""#);
-        // identity + environment + owner + two distinct roles
-        assert_eq!(p.entities.len(), 5);
+        // only the identity: roles and environment are ancestors by uid
+        assert_eq!(p.entities.len(), 1);
         let (fragment, _) = SchemaFragment::from_cedarschema_str(crate::BUILTIN_SCHEMA).unwrap();
         let schema = Schema::from_schema_fragments([fragment]).unwrap();
         Entities::from_entities(p.entities.iter().cloned(), Some(&schema)).unwrap();

@@ -97,6 +97,29 @@ pub struct BatchResponse {
     pub results: Vec<BatchItem>,
 }
 
+/// The audit payload of a decision, serialized straight from borrowed data (no
+/// intermediate JSON tree on the hot path).
+#[derive(Serialize)]
+struct DecisionPayload<'a> {
+    principal: &'a str,
+    principal_id: Option<&'a str>,
+    action: &'a str,
+    resource: &'a str,
+    decision: &'static str,
+    reason: &'a str,
+    policies: Vec<&'a str>,
+    errors: usize,
+    policy_version: u64,
+    context: ContextInAudit<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ContextInAudit<'a> {
+    None,
+    Value(&'a serde_json::Value),
+}
+
 pub const MAX_BATCH: usize = 100;
 const MAX_CONTEXT_IN_AUDIT: usize = 4096;
 
@@ -137,30 +160,31 @@ pub fn decide(
     state.metrics.observe_decision(decision.allowed, took);
 
     let verdict = if decision.allowed { "allow" } else { "deny" };
+    let digest;
     let context = match &req.context {
-        None => serde_json::Value::Null,
+        None => ContextInAudit::None,
         Some(c) => {
             let text = c.to_string();
             if text.len() <= MAX_CONTEXT_IN_AUDIT {
-                c.clone()
+                ContextInAudit::Value(c)
             } else {
-                json!({ "sha256": hex::encode(Sha256::digest(text.as_bytes())), "bytes": text.len() })
+                digest = json!({ "sha256": hex::encode(Sha256::digest(text.as_bytes())), "bytes": text.len() });
+                ContextInAudit::Value(&digest)
             }
         }
     };
-    let policy_ids: Vec<&str> = decision.determining.iter().map(|p| p.id.as_str()).collect();
-    let payload = json!({
-        "principal": req.principal,
-        "principal_id": entry.map(|e| e.identity.id.as_str()),
-        "action": req.action,
-        "resource": req.resource,
-        "decision": verdict,
-        "reason": reason,
-        "policies": policy_ids,
-        "errors": decision.errors.len(),
-        "policy_version": snap.policy_version,
-        "context": context,
-    });
+    let payload = DecisionPayload {
+        principal: &req.principal,
+        principal_id: entry.map(|e| e.identity.id.as_str()),
+        action: &req.action,
+        resource: &req.resource,
+        decision: verdict,
+        reason: &reason,
+        policies: decision.determining.iter().map(|p| p.id.as_str()).collect(),
+        errors: decision.errors.len(),
+        policy_version: snap.policy_version,
+        context,
+    };
     let draft = RecordDraft {
         kind: RecordKind::Decision,
         actor: caller.actor(),
@@ -168,7 +192,7 @@ pub fn decide(
             Some(e) => format!("identity:{}", e.identity.id),
             None => format!("principal:{}", req.principal),
         },
-        payload: payload.to_string(),
+        payload: serde_json::to_string(&payload).map_err(ApiError::internal)?,
     };
     let response = AuthorizeResponse {
         decision: verdict.to_owned(),
