@@ -273,19 +273,29 @@ async fn flush_last_used(state: &AppState) {
     if pending.is_empty() {
         return;
     }
-    let used = pending
-        .iter()
-        .map(|(e, t)| (e.identity.id.clone(), *t))
-        .collect();
-    match state.writer.mutate(ops::Op::Touch(used)).await {
-        Ok(_) => {
-            for (e, t) in pending {
-                e.last_used.flushed.fetch_max(t, Ordering::Relaxed);
+    // Small writer jobs, so decisions waiting for their audit append are never held up
+    // for long behind a large flush (100,000 identities would be seconds in one job).
+    for chunk in pending.chunks(TOUCH_CHUNK) {
+        let used = chunk
+            .iter()
+            .map(|(e, t)| (e.identity.id.clone(), *t))
+            .collect();
+        match state.writer.mutate(ops::Op::Touch(used)).await {
+            Ok(_) => {
+                for (e, t) in chunk {
+                    e.last_used.flushed.fetch_max(*t, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record last-used times");
+                return;
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot record last-used times"),
     }
 }
+
+/// Identities per last-used writer job.
+const TOUCH_CHUNK: usize = 256;
 
 fn spawn_jobs(state: AppState, config: &Config) -> tokio::task::JoinHandle<()> {
     let cp_every = config.checkpoint_interval;
