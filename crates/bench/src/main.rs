@@ -1,1 +1,413 @@
-fn main() {}
+//! `warrant-bench`: load, durability and scale benchmarks for warrant.
+//!
+//! Every result is reported as a ratio against a baseline measured in the same run on the
+//! same machine: absolute times drift between machines and runs, ratios much less.
+//! Build in release mode first: `cargo build --release -p warrant -p warrant-bench`.
+//! Loads are bounded in count and time and use loopback addresses only.
+
+mod audit;
+mod decide;
+mod http;
+mod load;
+mod scale;
+mod sqlite_base;
+mod util;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use util::{fmt_mib, fmt_ns, fmt_rate, fmt_ratio};
+
+#[derive(Parser)]
+#[command(
+    name = "warrant-bench",
+    about = "warrant benchmarks (ratios against same-run baselines)"
+)]
+struct Cli {
+    /// Where temporary data directories go (must be a real disk for durability numbers).
+    #[arg(long, global = true)]
+    work_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// In-process server decision path vs bare Cedar `is_authorized`.
+    Decide(DecideArgs),
+    /// HTTP `/v1/authorize` load against the release server (full and normal durability).
+    Http(HttpArgs),
+    /// Durable audit append rate vs bare SQLite; verify rate vs plain SHA-256.
+    Audit(AuditArgs),
+    /// Decision latency and memory with a large registry vs a small one.
+    Scale(ScaleArgs),
+    /// Everything above with moderate defaults; prints a markdown report.
+    All(AllArgs),
+}
+
+#[derive(Args, Clone)]
+struct DecideArgs {
+    /// Timed samples per variant.
+    #[arg(long, default_value_t = 300)]
+    rounds: usize,
+    /// Decisions per sample.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+}
+
+#[derive(Args, Clone)]
+struct BinArg {
+    /// The release `warrant` binary [default: next to this binary].
+    #[arg(long)]
+    warrant_bin: Option<PathBuf>,
+}
+
+impl BinArg {
+    fn path(&self) -> PathBuf {
+        self.warrant_bin.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("warrant")))
+                .filter(|p| p.exists())
+                .unwrap_or_else(|| PathBuf::from("target/release/warrant"))
+        })
+    }
+}
+
+#[derive(Args, Clone)]
+struct HttpArgs {
+    #[command(flatten)]
+    bin: BinArg,
+    /// Concurrent keep-alive connections, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    connections: Vec<usize>,
+    /// Seconds per load run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Registered identities (principals picked at random).
+    #[arg(long, default_value_t = 100)]
+    identities: usize,
+    /// Server durability modes to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "full,normal")]
+    durability: Vec<String>,
+    /// Upper bound on requests per run.
+    #[arg(long, default_value_t = 5_000_000)]
+    max_requests: u64,
+    /// Seconds per bare-SQLite commit-rate case.
+    #[arg(long, default_value_t = 3)]
+    sqlite_duration: u64,
+}
+
+#[derive(Args, Clone)]
+struct AuditArgs {
+    /// Records to append.
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    /// Concurrent appending tasks.
+    #[arg(long, default_value_t = 256)]
+    tasks: usize,
+    /// Repetitions of each measurement (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+#[derive(Args, Clone)]
+struct ScaleArgs {
+    #[command(flatten)]
+    bin: BinArg,
+    #[arg(long, default_value_t = 100)]
+    small: usize,
+    #[arg(long, default_value_t = 100_000)]
+    large: usize,
+    /// Timed in-process decisions per registry size.
+    #[arg(long, default_value_t = 200_000)]
+    ops: usize,
+    /// Connections of the short HTTP load runs.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Seconds per short HTTP load run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    #[arg(long, default_value_t = 5_000_000)]
+    max_requests: u64,
+    /// Skip the release-server part.
+    #[arg(long)]
+    no_http: bool,
+}
+
+#[derive(Args, Clone)]
+struct AllArgs {
+    #[command(flatten)]
+    bin: BinArg,
+    /// Also write the markdown report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seconds per HTTP load run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+}
+
+fn http_opts(a: &HttpArgs) -> http::Opts {
+    http::Opts {
+        warrant_bin: a.bin.path(),
+        connections: a.connections.clone(),
+        duration: Duration::from_secs(a.duration),
+        identities: a.identities,
+        durabilities: a.durability.clone(),
+        max_requests: a.max_requests,
+        sqlite_duration: Duration::from_secs(a.sqlite_duration),
+    }
+}
+
+fn scale_opts(a: &ScaleArgs) -> scale::Opts {
+    scale::Opts {
+        small: a.small,
+        large: a.large,
+        ops: a.ops,
+        warrant_bin: (!a.no_http).then(|| a.bin.path()),
+        connections: a.connections,
+        http_duration: Duration::from_secs(a.duration),
+        max_requests: a.max_requests,
+    }
+}
+
+fn header() -> String {
+    format!(
+        "Machine: {}. Build: release. 1-minute load average at start: {} (the machine may be shared). \
+         Every ratio compares two measurements taken in this same run.\n",
+        util::machine(),
+        util::loadavg()
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let base = cli.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base)?;
+    let head = header();
+    match cli.cmd {
+        Cmd::Decide(a) => {
+            let o = decide::run(
+                &base,
+                decide::Opts {
+                    rounds: a.rounds,
+                    batch: a.batch,
+                },
+            )
+            .await?;
+            println!("{head}\n## decide\n\n{}", o.markdown);
+        }
+        Cmd::Http(a) => {
+            let o = http::run(&base, &http_opts(&a)).await?;
+            println!("{head}\n## http\n\n{}", o.markdown);
+        }
+        Cmd::Audit(a) => {
+            let o = audit::run(
+                &base,
+                audit::Opts {
+                    records: a.records,
+                    tasks: a.tasks,
+                    reps: a.reps,
+                },
+            )
+            .await?;
+            println!("{head}\n## audit\n\n{}", o.markdown);
+        }
+        Cmd::Scale(a) => {
+            let o = scale::run(&base, &scale_opts(&a)).await?;
+            println!("{head}\n## scale\n\n{}", o.markdown);
+        }
+        Cmd::All(a) => all(&base, a).await?,
+    }
+    Ok(())
+}
+
+async fn all(base: &Path, a: AllArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let head = header();
+    eprintln!("[1/4] decide");
+    let d = decide::run(
+        base,
+        decide::Opts {
+            rounds: 300,
+            batch: 500,
+        },
+    )
+    .await?;
+    eprintln!("[2/4] http");
+    let h = http::run(
+        base,
+        &http_opts(&HttpArgs {
+            bin: a.bin.clone(),
+            connections: vec![16, 64],
+            duration: a.duration,
+            identities: 100,
+            durability: vec!["full".into(), "normal".into()],
+            max_requests: 5_000_000,
+            sqlite_duration: 3,
+        }),
+    )
+    .await?;
+    eprintln!("[3/4] audit");
+    let au = audit::run(
+        base,
+        audit::Opts {
+            records: 200_000,
+            tasks: 256,
+            reps: 3,
+        },
+    )
+    .await?;
+    eprintln!("[4/4] scale");
+    let s = scale::run(
+        base,
+        &scale_opts(&ScaleArgs {
+            bin: a.bin.clone(),
+            small: 100,
+            large: 100_000,
+            ops: 200_000,
+            connections: 16,
+            duration: a.duration,
+            max_requests: 5_000_000,
+            no_http: false,
+        }),
+    )
+    .await?;
+
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let mut md = String::new();
+    md.push_str(&head);
+    md.push_str(&format!(
+        "Total run time: {:.0} s; 1-minute load average at the end: {}.\n\n## Summary\n\n",
+        started.elapsed().as_secs_f64(),
+        util::loadavg()
+    ));
+    md.push_str(
+        "| benchmark | warrant | same-run baseline | ratio | goal |\n|---|---:|---:|---:|---|\n",
+    );
+    let server_ratio = d.server_ns / d.bare_ns;
+    md.push_str(&format!(
+        "| in-process decision (`decide`, median) | {} | {} bare Cedar `is_authorized` | {} | ≤ 1.2×: {} |\n",
+        fmt_ns(d.server_ns),
+        fmt_ns(d.bare_ns),
+        fmt_ratio(server_ratio),
+        verdict(server_ratio <= 1.2)
+    ));
+    md.push_str(&format!(
+        "| `warrant_policy::decide` alone (median) | {} | {} bare Cedar `is_authorized` | {} | (context) |\n",
+        fmt_ns(d.policy_ns),
+        fmt_ns(d.bare_ns),
+        fmt_ratio(d.policy_ns / d.bare_ns)
+    ));
+    md.push_str(&format!(
+        "| in-process decision vs Cedar incl. request parsing | {} | {} | {} | (context) |\n",
+        fmt_ns(d.server_ns),
+        fmt_ns(d.parse_ns),
+        fmt_ratio(d.server_ns / d.parse_ns)
+    ));
+    for c in [16usize, 64] {
+        if let (Some(f), Some(hz)) = (h.find("authorize", "full", c), h.find("healthz", "-", c)) {
+            md.push_str(&format!(
+                "| HTTP `/v1/authorize`, durable (full), {c} conns: req/s | {:.0} | {:.0} `GET /healthz` | {} | (reported) |\n",
+                f.result.throughput(),
+                hz.result.throughput(),
+                fmt_ratio(f.result.throughput() / hz.result.throughput())
+            ));
+            md.push_str(&format!(
+                "| HTTP `/v1/authorize`, durable (full), {c} conns: p50 / p99 | {} / {} | {} / {} `GET /healthz` | {} / {} | (reported) |\n",
+                fmt_ns(f.result.p(0.5)),
+                fmt_ns(f.result.p(0.99)),
+                fmt_ns(hz.result.p(0.5)),
+                fmt_ns(hz.result.p(0.99)),
+                fmt_ratio(f.result.p(0.5) / hz.result.p(0.5)),
+                fmt_ratio(f.result.p(0.99) / hz.result.p(0.99)),
+            ));
+        }
+        if let (Some(f), Some(n)) = (
+            h.find("authorize", "full", c),
+            h.find("authorize", "normal", c),
+        ) {
+            md.push_str(&format!(
+                "| HTTP `/v1/authorize`, normal vs full durability, {c} conns: req/s | {:.0} normal | {:.0} full | {} | (reported) |\n",
+                n.result.throughput(),
+                f.result.throughput(),
+                fmt_ratio(n.result.throughput() / f.result.throughput())
+            ));
+        }
+    }
+    md.push_str(&format!(
+        "| HTTP load errors (all runs) | {} | 0 | | 0 |\n",
+        h.errors + s.errors
+    ));
+    md.push_str(&format!(
+        "| durable audit append (writer, 256 tasks) | {} | {} bare SQLite insert, same rows, batches of {:.0} | {} | (reported) |\n",
+        fmt_rate(au.append_per_sec),
+        fmt_rate(au.bare_insert_per_sec),
+        au.mean_batch,
+        fmt_ratio(au.append_per_sec / au.bare_insert_per_sec)
+    ));
+    md.push_str(&format!(
+        "| audit verify, offline (store → verifier) | {} | {} plain SHA-256 of leaf bytes | {} | (reported) |\n",
+        fmt_rate(au.offline_verify_per_sec),
+        fmt_rate(au.sha_per_sec),
+        fmt_ratio(au.offline_verify_per_sec / au.sha_per_sec)
+    ));
+    md.push_str(&format!(
+        "| audit verify, in-memory `ChainVerifier` | {} | {} plain SHA-256 of leaf bytes | {} | (reported) |\n",
+        fmt_rate(au.memory_verify_per_sec),
+        fmt_rate(au.sha_per_sec),
+        fmt_ratio(au.memory_verify_per_sec / au.sha_per_sec)
+    ));
+    md.push_str(&format!(
+        "| in-process decision, 100k vs 100 identities, hot set of 100 principals: p50 / p99 | | | {} / {} | ≤ 1.2×: {} / {} |\n",
+        fmt_ratio(s.inproc_hot_p50_ratio),
+        fmt_ratio(s.inproc_hot_p99_ratio),
+        verdict(s.inproc_hot_p50_ratio <= 1.2),
+        verdict(s.inproc_hot_p99_ratio <= 1.2)
+    ));
+    md.push_str(&format!(
+        "| in-process decision, 100k vs 100 identities, principals uniform over the registry: p50 / p99 | | | {} / {} | ≤ 1.2×: {} / {} |\n",
+        fmt_ratio(s.inproc_p50_ratio),
+        fmt_ratio(s.inproc_p99_ratio),
+        verdict(s.inproc_p50_ratio <= 1.2),
+        verdict(s.inproc_p99_ratio <= 1.2)
+    ));
+    if let (Some(p50), Some(p99)) = (s.http_p50_ratio, s.http_p99_ratio) {
+        md.push_str(&format!(
+            "| HTTP decision, 100k vs 100 identities (uniform): p50 / p99 | | | {} / {} | ≤ 1.2×: {} / {} |\n",
+            fmt_ratio(p50),
+            fmt_ratio(p99),
+            verdict(p50 <= 1.2),
+            verdict(p99 <= 1.2)
+        ));
+    }
+    if let (Some(small), Some(large)) = (s.rss_small_kib, s.rss_large_kib) {
+        md.push_str(&format!(
+            "| server VmRSS after load, 100k vs 100 identities | {} | {} | {} | (reported) |\n",
+            fmt_mib(large),
+            fmt_mib(small),
+            fmt_ratio(large as f64 / small as f64)
+        ));
+    }
+    if let Some(t) = s.startup_large {
+        md.push_str(&format!(
+            "| start-up with 100k identities (in-process `Server::start`) | {} | | | (reported) |\n",
+            fmt_ns(t.as_nanos() as f64)
+        ));
+    }
+    md.push_str("\n## decide\n\n");
+    md.push_str(&d.markdown);
+    md.push_str("\n## http\n\n");
+    md.push_str(&h.markdown);
+    md.push_str("\n## audit\n\n");
+    md.push_str(&au.markdown);
+    md.push_str("\n## scale\n\n");
+    md.push_str(&s.markdown);
+    println!("{md}");
+    if let Some(p) = a.out {
+        std::fs::write(&p, &md)?;
+        eprintln!("report written to {}", p.display());
+    }
+    Ok(())
+}
