@@ -136,17 +136,23 @@ impl_write_tx!(SqliteTx, Sqlite, {
         Ok(())
     }
 
+    /// One statement for all identities (a JSON array joined with `json_each`); an id
+    /// listed twice keeps its latest time.
     async fn touch_identities(&mut self, used: &[(String, Millis)]) -> Result<()> {
-        for (id, ts) in used {
-            sqlx::query(
-                "UPDATE identities SET last_used_ms = $1 WHERE id = $2 AND (last_used_ms IS NULL OR last_used_ms < $1)",
-            )
-            .bind(ts)
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_error)?;
+        if used.is_empty() {
+            return Ok(());
         }
+        let rows = serde_json::to_string(used).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "UPDATE identities SET last_used_ms = u.ts
+             FROM (SELECT json_extract(value, '$[0]') AS id, MAX(json_extract(value, '$[1]')) AS ts
+                   FROM json_each($1) GROUP BY 1) AS u
+             WHERE identities.id = u.id AND (identities.last_used_ms IS NULL OR identities.last_used_ms < u.ts)",
+        )
+        .bind(rows)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_error)?;
         Ok(())
     }
 });
