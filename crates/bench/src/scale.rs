@@ -12,10 +12,8 @@ use anyhow::anyhow;
 use hdrhistogram::Histogram;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use warrant_server::api::authorize::{decide, AuthorizeRequest};
-use warrant_server::ops::Op;
 use warrant_server::snapshot::Snapshot;
 use warrant_server::AppState;
 use warrant_store::sqlite::{Durability, SqliteStore};
@@ -48,37 +46,14 @@ pub struct Outcome {
     pub markdown: String,
 }
 
-/// Identities per last-used writer job (the server's `TOUCH_CHUNK`).
-const TOUCH_CHUNK: usize = 256;
+use warrant_server::TOUCH_CHUNK;
 
-/// Flushes last-used times the way the server's periodic job does (one writer job per
-/// chunk); returns (identities, total time, longest single job).
+/// Runs the server's own last-used flush; returns (identities, total time, longest job).
 async fn flush_last_used(state: &AppState) -> anyhow::Result<(usize, Duration, Duration)> {
-    let snap = state.snapshot.load();
-    let pending: Vec<_> = snap
-        .principals
-        .values()
-        .filter_map(|e| e.last_used.pending().map(|t| (e.clone(), t)))
-        .collect();
-    let n = pending.len();
     let t = Instant::now();
-    let mut longest = Duration::ZERO;
-    for chunk in pending.chunks(TOUCH_CHUNK) {
-        let used: Vec<(String, i64)> = chunk
-            .iter()
-            .map(|(e, t)| (e.identity.id.clone(), *t))
-            .collect();
-        let t0 = Instant::now();
-        state
-            .writer
-            .mutate(Op::Touch(used))
-            .await
-            .map_err(|e| anyhow!("touch: {e}"))?;
-        longest = longest.max(t0.elapsed());
-        for (e, t) in chunk {
-            e.last_used.flushed.fetch_max(*t, Ordering::Relaxed);
-        }
-    }
+    let (n, longest) = warrant_server::flush_last_used(state)
+        .await
+        .map_err(|e| anyhow!("touch: {e}"))?;
     Ok((n, t.elapsed(), longest))
 }
 

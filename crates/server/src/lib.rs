@@ -241,7 +241,7 @@ impl Server {
             .await
             .context("server error")?;
         jobs.abort();
-        flush_last_used(&self.state).await;
+        flush_or_warn(&self.state).await;
         if let Err(e) = checkpoint_if_needed(&self.state).await {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
@@ -263,16 +263,19 @@ pub async fn checkpoint_if_needed(state: &AppState) -> Result<bool, writer::Writ
     Ok(true)
 }
 
-async fn flush_last_used(state: &AppState) {
+/// Writes last-used times that moved since the last flush, in writer jobs of
+/// [`TOUCH_CHUNK`] identities. Returns how many identities were written and the longest
+/// single job (the most a waiting decision was held up).
+pub async fn flush_last_used(
+    state: &AppState,
+) -> Result<(usize, std::time::Duration), writer::WriteError> {
     let snap = state.snapshot.load();
     let pending: Vec<_> = snap
         .principals
         .values()
         .filter_map(|e| e.last_used.pending().map(|t| (e.clone(), t)))
         .collect();
-    if pending.is_empty() {
-        return;
-    }
+    let mut longest = std::time::Duration::ZERO;
     // Small writer jobs, so decisions waiting for their audit append are never held up
     // for long behind a large flush (100,000 identities would be seconds in one job).
     for chunk in pending.chunks(TOUCH_CHUNK) {
@@ -280,22 +283,24 @@ async fn flush_last_used(state: &AppState) {
             .iter()
             .map(|(e, t)| (e.identity.id.clone(), *t))
             .collect();
-        match state.writer.mutate(ops::Op::Touch(used)).await {
-            Ok(_) => {
-                for (e, t) in chunk {
-                    e.last_used.flushed.fetch_max(*t, Ordering::Relaxed);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot record last-used times");
-                return;
-            }
+        let started = std::time::Instant::now();
+        state.writer.mutate(ops::Op::Touch(used)).await?;
+        longest = longest.max(started.elapsed());
+        for (e, t) in chunk {
+            e.last_used.flushed.fetch_max(*t, Ordering::Relaxed);
         }
+    }
+    Ok((pending.len(), longest))
+}
+
+async fn flush_or_warn(state: &AppState) {
+    if let Err(e) = flush_last_used(state).await {
+        tracing::warn!(error = %e, "cannot record last-used times");
     }
 }
 
 /// Identities per last-used writer job.
-const TOUCH_CHUNK: usize = 256;
+pub const TOUCH_CHUNK: usize = 256;
 
 fn spawn_jobs(state: AppState, config: &Config) -> tokio::task::JoinHandle<()> {
     let cp_every = config.checkpoint_interval;
@@ -312,7 +317,7 @@ fn spawn_jobs(state: AppState, config: &Config) -> tokio::task::JoinHandle<()> {
                         tracing::warn!(error = %e, "periodic checkpoint failed");
                     }
                 }
-                _ = flush.tick() => flush_last_used(&state).await,
+                _ = flush.tick() => flush_or_warn(&state).await,
             }
         }
     })
