@@ -81,6 +81,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         warrant_server::config::Overrides {
             listen: a.listen,
             data_dir: a.data_dir,
+            database: a.database,
             trust_domain: a.trust_domain,
             durability: a.durability,
             checkpoint_interval_secs: a.checkpoint_interval,
@@ -102,6 +103,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(
         address = %format!("http://{addr}"),
         data_dir = %server.config.data_dir.display(),
+        store = %server.config.store_description(),
         "warrant listening"
     );
     println!("warrant listening on http://{addr}");

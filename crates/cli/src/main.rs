@@ -94,6 +94,11 @@ pub struct ServeArgs {
     /// Data directory [default: ./warrant-data].
     #[arg(long, env = "WARRANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL shared by several replicas (postgres://user:password@host:port/db)
+    /// [default: the embedded SQLite database in the data directory]. Prefer the
+    /// environment or the config file when the URL carries a password.
+    #[arg(long, env = "WARRANT_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
     /// SPIFFE trust domain for derived identity URIs [default: warrant.local].
     #[arg(long, env = "WARRANT_TRUST_DOMAIN")]
     pub trust_domain: Option<String>,

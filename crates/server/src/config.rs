@@ -13,13 +13,21 @@ pub const DEFAULT_DATA_DIR: &str = "warrant-data";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Local state: the SQLite database (unless `database` is set) and the signing keys.
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://…`) shared by every replica; `None` for the embedded
+    /// SQLite database in `data_dir`. May carry a password: never log it (see
+    /// [`redact_url`]).
+    pub database: Option<String>,
     pub trust_domain: String,
     pub durability: Durability,
     pub checkpoint_interval: Duration,
     pub max_body_bytes: usize,
     pub max_batch: usize,
     pub last_used_flush: Duration,
+    /// How often a replica checks for changes made through other replicas even without a
+    /// change signal (the safety net under LISTEN/NOTIFY). Only used with PostgreSQL.
+    pub sync_interval: Duration,
     /// From `WARRANT_ADMIN_TOKEN`; never logged.
     pub admin_token: Option<String>,
 }
@@ -31,12 +39,14 @@ impl Default for Config {
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7878))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            database: None,
             trust_domain: "warrant.local".into(),
             durability: Durability::Full,
             checkpoint_interval: Duration::from_secs(60),
             max_body_bytes: 1024 * 1024,
             max_batch: 1024,
             last_used_flush: Duration::from_secs(10),
+            sync_interval: Duration::from_millis(500),
             admin_token: None,
         }
     }
@@ -50,11 +60,15 @@ pub struct FileConfig {
     pub version: u32,
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `postgres://user:password@host:port/database` for several replicas on one database.
+    pub database: Option<String>,
     pub trust_domain: Option<String>,
     /// `full` (fsync every commit) or `normal` (survives process crash, not power loss).
     pub durability: Option<String>,
     pub checkpoint_interval_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
+    /// Milliseconds between change checks of a PostgreSQL replica (100..=10000).
+    pub sync_interval_ms: Option<u64>,
 }
 
 /// Overrides from environment and flags (already merged by the CLI, flags winning).
@@ -62,6 +76,7 @@ pub struct FileConfig {
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
     pub trust_domain: Option<String>,
     pub durability: Option<String>,
     pub checkpoint_interval_secs: Option<u64>,
@@ -141,6 +156,24 @@ impl Config {
         if let Some(d) = o.data_dir.or(fc.data_dir) {
             c.data_dir = d;
         }
+        if let Some(url) = o.database.or(fc.database).filter(|u| !u.is_empty()) {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "database",
+                    format!(
+                        "`{}` is not a PostgreSQL URL (postgres://user:password@host:port/database); leave it unset for the embedded SQLite database in the data directory",
+                        redact_url(&url)
+                    ),
+                ));
+            }
+            c.database = Some(url);
+        }
+        if let Some(ms) = fc.sync_interval_ms {
+            if !(100..=10_000).contains(&ms) {
+                return Err(invalid("sync_interval_ms", "must be between 100 and 10000"));
+            }
+            c.sync_interval = Duration::from_millis(ms);
+        }
         if let Some(t) = o.trust_domain.or(fc.trust_domain) {
             warrant_core::identity::validate_trust_domain(&t)
                 .map_err(|e| invalid("trust_domain", e.to_string()))?;
@@ -176,11 +209,80 @@ impl Config {
         Ok(c)
     }
 
+    /// Where the state lives, safe to log: `sqlite:<path>` or the PostgreSQL URL without
+    /// its password.
+    pub fn store_description(&self) -> String {
+        match &self.database {
+            Some(url) => redact_url(url),
+            None => format!("sqlite:{}", self.db_path().display()),
+        }
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("warrant.db")
     }
 
     pub fn keys_dir(&self) -> PathBuf {
         self.data_dir.join("keys")
+    }
+}
+
+/// A database URL with any password replaced by `***` (for logs and error messages).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // userinfo ends at the last `@` before the first `/` (passwords may contain `@`).
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let (userinfo, host) = authority.split_at(at);
+    let user = userinfo.split(':').next().unwrap_or_default();
+    let masked = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        user.to_owned()
+    };
+    format!("{scheme}://{masked}{host}{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://warrant:s3cr@t@db.example:5432/warrant?sslmode=require"),
+            "postgres://warrant:***@db.example:5432/warrant?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
+        assert_eq!(redact_url("postgres://host/db"), "postgres://host/db");
+    }
+
+    #[test]
+    fn database_urls_are_checked() {
+        let with = |db: &str| {
+            Config::load(
+                None,
+                Overrides {
+                    database: Some(db.into()),
+                    ..Default::default()
+                },
+            )
+        };
+        assert_eq!(
+            with("postgresql://u:p@h/d").unwrap().database.as_deref(),
+            Some("postgresql://u:p@h/d")
+        );
+        let err = with("mysql://u:hunter2@h/d").unwrap_err().to_string();
+        assert!(err.contains("not a PostgreSQL URL"), "{err}");
+        assert!(!err.contains("hunter2"), "password leaked: {err}");
+        assert!(with("").unwrap().database.is_none());
     }
 }

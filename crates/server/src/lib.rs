@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use warrant_core::{Clock, Millis};
 use warrant_policy::PolicyBundle;
+use warrant_store::postgres::PostgresStore;
 use warrant_store::sqlite::SqliteStore;
 use warrant_store::{Store, TokenRow};
 
@@ -67,18 +68,31 @@ pub struct Server {
 }
 
 const LOG_ID_KEY: &str = "log_id";
+/// The key id of the key that signs this log's checkpoints: every replica must hold it.
+const SIGNING_KEY_ID_KEY: &str = "checkpoint_key_id";
+/// The job lock of the periodic jobs that must run on one replica at a time.
+const JOBS_LOCK: &str = "periodic-jobs";
 const BOOTSTRAP_TOKEN_ID: &str = "tok_bootstrap";
 const ENV_TOKEN_ID: &str = "tok_env";
 
 impl Server {
-    /// Opens the data directory, loads state and starts the writer.
+    /// Opens the data directory and the store (SQLite there, or the configured
+    /// PostgreSQL database), loads state and starts the writer.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         keys::create_private_dir(&config.data_dir)?;
         let key = keys::load_or_create(&config.keys_dir())?;
-        let sqlite = SqliteStore::open(&config.db_path(), config.durability)
-            .await
-            .with_context(|| format!("cannot open `{}`", config.db_path().display()))?;
-        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let store: Arc<dyn Store> = match &config.database {
+            Some(url) => Arc::new(
+                PostgresStore::connect(url)
+                    .await
+                    .with_context(|| format!("cannot open `{}`", config.store_description()))?,
+            ),
+            None => Arc::new(
+                SqliteStore::open(&config.db_path(), config.durability)
+                    .await
+                    .with_context(|| format!("cannot open `{}`", config.db_path().display()))?,
+            ),
+        };
         Self::start_with(config, store, key).await
     }
 
@@ -89,6 +103,10 @@ impl Server {
     ) -> anyhow::Result<Server> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(metrics::Metrics::new());
+
+        // The chain size before anything is loaded: every change from here on is reloaded
+        // by the writer's first batch (another replica may write meanwhile).
+        let synced_size = store.audit_head().await?.tree.size();
 
         // Policies in force: the newest stored version. If it no longer compiles (say,
         // after a Cedar upgrade), fail closed: deny everything until a valid one is put.
@@ -124,17 +142,26 @@ impl Server {
         metrics.identities.set(snap.principals.len() as i64);
         let snapshot = Arc::new(ArcSwap::from_pointee(snap));
 
-        let log_id = store.meta(LOG_ID_KEY).await?;
-        let new_log_id = log_id.is_none();
-        let log_id = log_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        if new_log_id {
-            // Before the writer starts: the only write outside it, once per data directory.
+        // Before the writer starts: the only write outside it. The first replica to start
+        // on a database names the log and its signing key; the others must agree.
+        let public_key = key.verifying_key();
+        let key_id = warrant_core::checkpoint::key_id(&public_key);
+        let (log_id, stored_key_id) = {
             let mut tx = store.begin_write().await?;
-            tx.set_meta(LOG_ID_KEY, &log_id).await?;
+            let log_id = tx
+                .init_meta(LOG_ID_KEY, &uuid::Uuid::new_v4().to_string())
+                .await?;
+            let stored_key_id = tx.init_meta(SIGNING_KEY_ID_KEY, &key_id).await?;
             tx.commit().await?;
+            (log_id, stored_key_id)
+        };
+        if stored_key_id != key_id {
+            anyhow::bail!(
+                "this database's checkpoints are signed with key {stored_key_id}, but this replica's key ({}) is {key_id}: every replica must use the same signing key (copy the keys directory of the first replica)",
+                keys::public_key_path(&config.keys_dir()).display()
+            );
         }
         let origin = format!("warrant/{log_id}");
-        let public_key = key.verifying_key();
 
         let (writer, writer_task) = writer::Writer::spawn(
             store.clone(),
@@ -146,6 +173,7 @@ impl Server {
                 max_batch: config.max_batch,
                 origin: origin.clone(),
                 trust_domain: config.trust_domain.clone(),
+                synced_size,
             },
         );
 
@@ -199,6 +227,7 @@ impl Server {
                     "event": "started",
                     "version": env!("CARGO_PKG_VERSION"),
                     "listen": config.listen.to_string(),
+                    "store": if config.database.is_some() { "postgres" } else { "sqlite" },
                     "durability": format!("{:?}", config.durability).to_lowercase(),
                     "policy_version": version,
                 }),
@@ -305,20 +334,92 @@ pub const TOUCH_CHUNK: usize = 256;
 fn spawn_jobs(state: AppState, config: &Config) -> tokio::task::JoinHandle<()> {
     let cp_every = config.checkpoint_interval;
     let flush_every = config.last_used_flush;
+    let sync_every = config.sync_interval;
+    let watcher = state
+        .store
+        .shared()
+        .then(|| spawn_change_watcher(state.clone()));
     tokio::spawn(async move {
+        let _watcher = AbortOnDrop(watcher);
         let mut cp = tokio::time::interval(cp_every);
         let mut flush = tokio::time::interval(flush_every);
-        cp.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sync = tokio::time::interval(sync_every);
+        for t in [&mut cp, &mut flush, &mut sync] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        let shared = state.store.shared();
+        let mut jobs_lock: Option<Box<dyn warrant_store::JobLock>> = None;
         loop {
             tokio::select! {
                 _ = cp.tick() => {
-                    if let Err(e) = checkpoint_if_needed(&state).await {
-                        tracing::warn!(error = %e, "periodic checkpoint failed");
+                    if hold_jobs_lock(&state, &mut jobs_lock).await {
+                        if let Err(e) = checkpoint_if_needed(&state).await {
+                            tracing::warn!(error = %e, "periodic checkpoint failed");
+                        }
                     }
                 }
+                // Every replica flushes the last-used times it saw (they only move forward).
                 _ = flush.tick() => flush_or_warn(&state).await,
+                // The safety net under change signals: catch up even if one was missed.
+                _ = sync.tick(), if shared => state.writer.request_sync(),
             }
         }
     })
+}
+
+/// Makes sure this replica holds the periodic-jobs lock if it can: checks a held lock is
+/// still alive, else tries to take it. True while held.
+async fn hold_jobs_lock(
+    state: &AppState,
+    lock: &mut Option<Box<dyn warrant_store::JobLock>>,
+) -> bool {
+    if let Some(held) = lock {
+        if let Err(e) = held.check().await {
+            tracing::warn!(error = %e, "lost the periodic-jobs lock");
+            *lock = None;
+        }
+    }
+    if lock.is_none() {
+        match state.store.try_job_lock(JOBS_LOCK).await {
+            Ok(Some(l)) => {
+                if state.store.shared() {
+                    tracing::info!("this replica now runs the periodic jobs (checkpoints)");
+                }
+                *lock = Some(l);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot take the periodic-jobs lock"),
+        }
+    }
+    let held = lock.is_some();
+    state.metrics.job_leader.set(i64::from(held));
+    held
+}
+
+/// Listens for change signals from other replicas (resubscribing after a failure) and
+/// queues a catch-up in the writer for each.
+fn spawn_change_watcher(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let writer = state.writer.clone();
+        let on_change = move || writer.request_sync();
+        loop {
+            match state.store.watch_changes(&on_change).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "change subscription failed; retrying in 1s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
+}
+
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
 }

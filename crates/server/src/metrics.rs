@@ -22,6 +22,8 @@ pub struct Metrics {
     pub audit_records: Counter,
     pub audit_failures: Counter,
     pub identities: Gauge,
+    pub synced_changes: Counter,
+    pub job_leader: Gauge,
 }
 
 impl Metrics {
@@ -71,8 +73,22 @@ impl Metrics {
             "Registered identities in the decision snapshot",
             identities.clone(),
         );
+        let synced_changes = Counter::default();
+        registry.register(
+            "replica_synced_changes",
+            "Changes made through other replicas and applied to this replica's snapshot",
+            synced_changes.clone(),
+        );
+        let job_leader = Gauge::default();
+        registry.register(
+            "job_leader",
+            "1 while this replica holds the lock to run periodic jobs (checkpoints), else 0",
+            job_leader.clone(),
+        );
         Metrics {
             registry,
+            synced_changes,
+            job_leader,
             decisions,
             decision_seconds,
             audit_append_seconds,

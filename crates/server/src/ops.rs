@@ -11,7 +11,7 @@ use warrant_core::audit::{RecordDraft, RecordKind};
 use warrant_core::identity::{Identity, IdentityError, IdentityPatch, NewIdentity, Transition};
 use warrant_core::Millis;
 use warrant_policy::PolicyBundle;
-use warrant_store::{StoreError, TokenRow, Unique, WriteTx};
+use warrant_store::{ChangeRef, StoreError, TokenRow, Unique, WriteTx};
 
 pub struct Ctx<'a> {
     pub now: Millis,
@@ -277,4 +277,55 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
             outcome: Outcome::None,
         }),
     }
+}
+
+/// The effects of changes committed through other replicas, read back from the store in
+/// this transaction: each changed object once, in its current state, in chain order. A
+/// subject with no snapshot part (`server`, ...) is skipped.
+pub async fn reload(
+    tx: &mut dyn WriteTx,
+    changes: &[ChangeRef],
+) -> Result<Vec<Effect>, WriteError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut effects = Vec::new();
+    for change in changes {
+        if !seen.insert(change.subject.as_str()) {
+            continue;
+        }
+        let Some((what, key)) = change.subject.split_once(':') else {
+            continue;
+        };
+        match what {
+            "identity" => {
+                if let Some(identity) = tx.get_identity(key).await.map_err(store_err)? {
+                    effects.push(Effect::Identity(Box::new(identity)));
+                }
+            }
+            "token" => {
+                if let Some(token) = tx.get_token(key).await.map_err(store_err)? {
+                    effects.push(Effect::Token(token));
+                }
+            }
+            // Several policy versions in one catch-up: the newest is the one in force.
+            "policy" if seen.insert("policy") => {
+                if let Some(v) = tx.current_policy().await.map_err(store_err)? {
+                    let bundle = match PolicyBundle::compile(&v.schema_text, &v.policies_text) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            // Fail closed, as at start-up: deny everything until a valid
+                            // policy is put.
+                            tracing::error!(version = v.version, error = %e, "stored policy does not compile; denying everything until a valid policy is put");
+                            PolicyBundle::empty()
+                        }
+                    };
+                    effects.push(Effect::Policy {
+                        version: v.version,
+                        bundle: Arc::new(bundle),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(effects)
 }

@@ -129,12 +129,16 @@ impl Snapshot {
         }
     }
 
-    /// Inserts or replaces an identity, keeping its last-used counter.
+    /// Inserts or replaces an identity, keeping its last-used counter (moved forward to
+    /// the stored time, which another replica may have flushed).
     pub fn upsert_identity(&mut self, identity: Identity) {
-        let last_used = self
-            .principals
-            .get(&identity.id)
-            .map(|e| e.last_used.clone());
+        let last_used = self.principals.get(&identity.id).map(|e| {
+            if let Some(t) = identity.last_used_ms {
+                e.last_used.used.fetch_max(t, Ordering::Relaxed);
+                e.last_used.flushed.fetch_max(t, Ordering::Relaxed);
+            }
+            e.last_used.clone()
+        });
         self.by_spiffe
             .insert(identity.spiffe_id.clone(), identity.id.clone());
         let id = identity.id.clone();

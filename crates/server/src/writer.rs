@@ -11,6 +11,17 @@
 //!   that reflects its change is in force.
 //! - Each mutating job runs inside a savepoint, so one refused job (a conflict, say) does
 //!   not spoil the others in its batch.
+//!
+//! Replicas. Every batch begins by locking the audit head; when the chain has grown past
+//! what this replica last committed or synced, another replica wrote in between, and the
+//! batch first reloads every object changed since (the audit log is the change journal:
+//! each non-decision record names its subject), still under the head lock, and publishes
+//! those effects before its own. So changes are applied to the snapshot in chain order,
+//! a stale read can never overwrite a newer state, and a commit whose answer was lost
+//! (the connection dropped) is picked up again. A batch that changed state signals the
+//! other replicas (`notify_changed`, delivered at commit); a signal, or the periodic
+//! check, queues a `Sync` job (an empty batch) so an idle replica catches up too.
+//! - INVARIANT: one publisher. Only the writer task swaps the snapshot.
 
 use crate::metrics::Metrics;
 use crate::ops::{self, Effect, Op};
@@ -50,7 +61,13 @@ enum Job {
     Append(Vec<RecordDraft>),
     Mutate(Box<Op>),
     Checkpoint,
+    /// Catch up with changes made through other replicas (nothing else).
+    Sync,
 }
+
+/// The longest a batch may take (above the database's own statement and lock timeouts)
+/// before its callers are answered `Unavailable`.
+const BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 struct Pending {
     job: Job,
@@ -61,12 +78,17 @@ struct Pending {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Pending>,
+    /// A `Sync` job is queued and not yet taken (so signals coalesce).
+    sync_queued: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct WriterConfig {
     pub max_batch: usize,
     pub origin: String,
     pub trust_domain: String,
+    /// Audit records that existed when the snapshot was loaded: changes from this
+    /// sequence number on are reloaded by the first batch.
+    pub synced_size: u64,
 }
 
 impl Writer {
@@ -79,16 +101,19 @@ impl Writer {
         config: WriterConfig,
     ) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Pending>(config.max_batch * 8);
+        let sync_queued = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = WriterTask {
             store,
             snapshot,
             clock,
             key,
             metrics,
+            synced: config.synced_size,
             config,
+            sync_queued: sync_queued.clone(),
         };
         let handle = tokio::spawn(task.run(rx));
-        (Writer { tx }, handle)
+        (Writer { tx, sync_queued }, handle)
     }
 
     async fn submit(&self, job: Job) -> Result<Committed, WriteError> {
@@ -116,6 +141,32 @@ impl Writer {
         self.submit(Job::Mutate(Box::new(op))).await
     }
 
+    /// Asks the writer to catch up with changes made through other replicas, without
+    /// waiting. Requests coalesce while one is queued; a busy writer catches up with
+    /// every batch anyway.
+    pub fn request_sync(&self) {
+        use std::sync::atomic::Ordering;
+        if self.sync_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (reply, _) = oneshot::channel();
+        if self
+            .tx
+            .try_send(Pending {
+                job: Job::Sync,
+                reply,
+            })
+            .is_err()
+        {
+            self.sync_queued.store(false, Ordering::Release);
+        }
+    }
+
+    /// Catches up with other replicas and waits until that is done.
+    pub async fn sync(&self) -> Result<(), WriteError> {
+        self.submit(Job::Sync).await.map(|_| ())
+    }
+
     /// Signs and stores a checkpoint of the tree as of the end of this batch.
     pub async fn checkpoint(&self) -> Result<Committed, WriteError> {
         self.submit(Job::Checkpoint).await
@@ -129,14 +180,21 @@ struct WriterTask {
     key: Arc<SigningKey>,
     metrics: Arc<Metrics>,
     config: WriterConfig,
+    /// The chain size this replica's snapshot reflects (all changes before it applied).
+    synced: u64,
+    sync_queued: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type JobResult = Result<(std::ops::Range<usize>, ops::Outcome), WriteError>;
 
 impl WriterTask {
-    async fn run(self, mut rx: mpsc::Receiver<Pending>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
         let mut batch = Vec::with_capacity(self.config.max_batch);
         while rx.recv_many(&mut batch, self.config.max_batch).await > 0 {
+            if batch.iter().any(|p| matches!(p.job, Job::Sync)) {
+                self.sync_queued
+                    .store(false, std::sync::atomic::Ordering::Release);
+            }
             let (jobs, replies): (Vec<Job>, Vec<_>) =
                 batch.drain(..).map(|p| (p.job, p.reply)).unzip();
             self.process(jobs, replies).await;
@@ -144,14 +202,22 @@ impl WriterTask {
     }
 
     async fn process(
-        &self,
+        &mut self,
         jobs: Vec<Job>,
         replies: Vec<oneshot::Sender<Result<Committed, WriteError>>>,
     ) {
         let started = Instant::now();
         let count = jobs.len();
-        match self.apply(jobs).await {
-            Ok((results, records, effects)) => {
+        let applied = match tokio::time::timeout(BATCH_TIMEOUT, self.apply(jobs)).await {
+            Ok(r) => r,
+            Err(_) => Err(WriteError::Unavailable(format!(
+                "the database did not complete the write within {}s",
+                BATCH_TIMEOUT.as_secs()
+            ))),
+        };
+        match applied {
+            Ok((results, records, effects, size)) => {
+                self.synced = size;
                 if !effects.is_empty() {
                     self.publish(effects);
                 }
@@ -180,10 +246,11 @@ impl WriterTask {
     }
 
     /// Runs one batch in one transaction. `Err` means nothing was applied.
+    #[allow(clippy::type_complexity)]
     async fn apply(
         &self,
         jobs: Vec<Job>,
-    ) -> Result<(Vec<JobResult>, Vec<AuditRecord>, Vec<Effect>), WriteError> {
+    ) -> Result<(Vec<JobResult>, Vec<AuditRecord>, Vec<Effect>, u64), WriteError> {
         let unavailable = |e: warrant_store::StoreError| WriteError::Unavailable(e.to_string());
         let now = self.clock.now_ms();
         let mut results: Vec<JobResult> = Vec::with_capacity(jobs.len());
@@ -193,6 +260,12 @@ impl WriterTask {
 
         let mut tx: Box<dyn WriteTx> = self.store.begin_write().await.map_err(unavailable)?;
         let mut head = tx.load_chain_head().await.map_err(unavailable)?;
+        if head.tree.size() > self.synced {
+            // Another replica appended since: catch up first, under the head lock.
+            let changes = tx.changes_since(self.synced).await.map_err(unavailable)?;
+            effects.extend(ops::reload(&mut *tx, &changes).await?);
+        }
+        let caught_up = effects.len();
         let ctx = ops::Ctx {
             now,
             trust_domain: &self.config.trust_domain,
@@ -208,6 +281,7 @@ impl WriterTask {
                     want_checkpoint = true;
                     Ok(ops::Outcome::None)
                 }
+                Job::Sync => Ok(ops::Outcome::None),
                 Job::Mutate(op) => {
                     tx.savepoint().await.map_err(unavailable)?;
                     match ops::apply(&mut *tx, *op, &ctx).await {
@@ -233,6 +307,9 @@ impl WriterTask {
         let records: Vec<AuditRecord> = drafts.into_iter().map(|d| head.seal(d, now)).collect();
         tx.append_records(&records).await.map_err(unavailable)?;
         tx.store_chain_head(&head).await.map_err(unavailable)?;
+        if effects.len() > caught_up {
+            tx.notify_changed().await.map_err(unavailable)?;
+        }
         if want_checkpoint && head.tree.size() > 0 {
             let cp = Checkpoint::sign(
                 &self.config.origin,
@@ -244,7 +321,10 @@ impl WriterTask {
             tx.insert_checkpoint(&cp).await.map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
-        Ok((results, records, effects))
+        if caught_up > 0 {
+            self.metrics.synced_changes.inc_by(caught_up as u64);
+        }
+        Ok((results, records, effects, head.tree.size()))
     }
 
     /// Applies committed effects to a new snapshot and swaps it in.
@@ -274,6 +354,7 @@ impl WriterTask {
                 }
             }
         }
+        self.metrics.identities.set(next.principals.len() as i64);
         self.snapshot.store(Arc::new(next));
     }
 }

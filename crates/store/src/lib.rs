@@ -64,6 +64,26 @@ pub struct TokenRow {
     pub revoked_ms: Option<Millis>,
 }
 
+/// A change recorded in the audit log (any record but a decision): what another replica
+/// must reload to catch up. `subject` names the changed object (`identity:<id>`,
+/// `policy:<version>`, `token:<id>`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRef {
+    pub seq: u64,
+    pub kind: String,
+    pub subject: String,
+}
+
+/// Exclusive right to run one periodic job (checkpoints, timers) across every replica
+/// that shares the database. Released when dropped, or by the database when the holder
+/// dies (its session ends).
+#[async_trait]
+pub trait JobLock: Send {
+    /// Checks that the lock is still held (the session that holds it is alive). An error
+    /// means it is lost: stop running the job and try to acquire it again.
+    async fn check(&mut self) -> Result<()>;
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct IdentityFilter {
     pub kind: Option<String>,
@@ -119,6 +139,19 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>>;
 
     async fn meta(&self, key: &str) -> Result<Option<String>>;
+
+    /// True when several replicas may share this store (their changes must be picked up).
+    fn shared(&self) -> bool;
+
+    /// Waits for change signals from other replicas and calls `on_change` for each, and
+    /// once after every (re)subscription (signals may have been missed meanwhile). Returns
+    /// `Ok` at once for a store no other replica can write; returns `Err` when the
+    /// subscription breaks (the caller retries).
+    async fn watch_changes(&self, on_change: &(dyn Fn() + Send + Sync)) -> Result<()>;
+
+    /// Tries to take the lock for job `name` without waiting: `None` while another
+    /// replica holds it.
+    async fn try_job_lock(&self, name: &str) -> Result<Option<Box<dyn JobLock>>>;
 }
 
 /// One write transaction. Dropping it without [`WriteTx::commit`] rolls everything back.
@@ -132,6 +165,11 @@ pub trait WriteTx: Send {
     /// Reads the chain head inside this transaction (serializing appenders).
     async fn load_chain_head(&mut self) -> Result<ChainHead>;
     async fn store_chain_head(&mut self, head: &ChainHead) -> Result<()>;
+    /// The changes (records other than decisions) with `seq >= from_seq`, in order.
+    async fn changes_since(&mut self, from_seq: u64) -> Result<Vec<ChangeRef>>;
+    /// Signals other replicas, once this transaction commits, that state changed.
+    /// Nothing to do for a store no other replica can write.
+    async fn notify_changed(&mut self) -> Result<()>;
     async fn append_records(&mut self, records: &[AuditRecord]) -> Result<()>;
     async fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<()>;
 
@@ -151,8 +189,13 @@ pub trait WriteTx: Send {
         comment: &str,
     ) -> Result<u64>;
 
+    async fn current_policy(&mut self) -> Result<Option<PolicyVersion>>;
+
+    async fn get_token(&mut self, id: &str) -> Result<Option<TokenRow>>;
     async fn upsert_token(&mut self, token: &TokenRow) -> Result<()>;
     async fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
+    /// Sets `key` to `value` unless it has a value already; returns the value in force.
+    async fn init_meta(&mut self, key: &str, value: &str) -> Result<String>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -10,6 +10,12 @@
 //!   unique even for a writer that did not take the head lock first.
 //! - Migrations (`migrations/postgres/`) run at [`PostgresStore::connect`] under sqlx's
 //!   advisory lock: replicas starting together migrate once.
+//! - Change signals: a write transaction that changed state runs `pg_notify` (delivered
+//!   at commit); every replica LISTENs and catches up (see `Store::watch_changes`).
+//! - Periodic jobs run on one replica: `pg_try_advisory_lock` on a session of its own
+//!   (`Store::try_job_lock`); the lock moves when that session ends.
+//! - Bounded waits server-side: statement, lock and idle-in-transaction timeouts, so a
+//!   replica that vanished mid-transaction cannot hold the head lock for long.
 //! - Fail fast: connecting and acquiring a connection give up after a few seconds with
 //!   [`StoreError::Unavailable`] instead of hanging while the database is down; the pools
 //!   reconnect by themselves when it returns.
@@ -20,7 +26,7 @@
 
 use crate::sql::{db_error, head_from_row, impl_store, impl_write_tx, Rows};
 use crate::{Result, StoreError};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Postgres};
 use std::str::FromStr;
 use std::time::Duration;
@@ -40,9 +46,27 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections per replica.
 const READ_CONNECTIONS: u32 = 8;
 
+/// The channel on which replicas signal committed changes to each other.
+const CHANGES_CHANNEL: &str = "warrant_changes";
+/// Advisory lock namespace of warrant's periodic jobs (`'warr'`); the job name gives the
+/// second key.
+const JOB_LOCK_CLASS: i32 = 0x7761_7272;
+/// Server-side bounds on one statement and on a transaction left idle (a replica that
+/// vanished while holding the audit head lock must not stall the others for longer).
+const SESSION_OPTIONS: [(&str, &str); 3] = [
+    ("statement_timeout", "15s"),
+    ("idle_in_transaction_session_timeout", "15s"),
+    ("lock_timeout", "15s"),
+];
+/// How long checking a job lock may take before it counts as lost.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct PostgresStore {
     pool: PgPool,
     writer: PgPool,
+    /// One connection for LISTEN.
+    listener: PgPool,
+    opts: PgConnectOptions,
 }
 
 impl PostgresStore {
@@ -51,7 +75,8 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?
-            .application_name("warrant");
+            .application_name("warrant")
+            .options(SESSION_OPTIONS);
         // One connection up front: a clear error now (refused, authentication, unknown
         // database) rather than a pool timeout later; it also runs the migrations.
         let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, opts.connect())
@@ -76,16 +101,105 @@ impl PostgresStore {
                 .clone()
                 .max_connections(1)
                 .connect_lazy_with(opts.clone()),
+            listener: pools
+                .clone()
+                .max_connections(1)
+                .connect_lazy_with(opts.clone()),
             pool: pools
                 .max_connections(READ_CONNECTIONS)
-                .connect_lazy_with(opts),
+                .connect_lazy_with(opts.clone()),
+            opts,
         })
     }
 }
 
-impl_store!(PostgresStore, Postgres, PgTx);
+impl_store!(PostgresStore, Postgres, PgTx, {
+    fn shared(&self) -> bool {
+        true
+    }
+
+    /// LISTEN on one dedicated connection. A lost connection is re-established by the
+    /// listener and reported as a signal (notifications may have been missed meanwhile).
+    async fn watch_changes(&self, on_change: &(dyn Fn() + Send + Sync)) -> Result<()> {
+        let mut listener =
+            tokio::time::timeout(CONNECT_TIMEOUT, PgListener::connect_with(&self.listener))
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable("cannot subscribe to changes: timed out".into())
+                })?
+                .map_err(db_error)?;
+        listener.listen(CHANGES_CHANNEL).await.map_err(db_error)?;
+        on_change();
+        loop {
+            match listener.try_recv().await.map_err(db_error)? {
+                Some(_) => on_change(),
+                None => {
+                    tracing::warn!("change subscription lost its connection; resubscribed");
+                    on_change();
+                }
+            }
+        }
+    }
+
+    /// `pg_try_advisory_lock` on a connection of its own, held for as long as the lock:
+    /// if this replica dies, its session ends and the database releases the lock.
+    async fn try_job_lock(&self, name: &str) -> Result<Option<Box<dyn crate::JobLock>>> {
+        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, self.opts.connect())
+            .await
+            .map_err(|_| StoreError::Unavailable("cannot connect to PostgreSQL: timed out".into()))?
+            .map_err(db_error)?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(JOB_LOCK_CLASS)
+            .bind(job_key(name))
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db_error)?;
+        if got {
+            Ok(Some(Box::new(PgJobLock { conn })))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+});
+
+/// The second advisory-lock key of a job: a stable hash of its name (FNV-1a, 32 bits).
+fn job_key(name: &str) -> i32 {
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    i32::from_ne_bytes(hash.to_ne_bytes())
+}
+
+struct PgJobLock {
+    conn: PgConnection,
+}
+
+#[async_trait::async_trait]
+impl crate::JobLock for PgJobLock {
+    async fn check(&mut self) -> Result<()> {
+        tokio::time::timeout(
+            CHECK_TIMEOUT,
+            sqlx::query("SELECT 1").execute(&mut self.conn),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("job lock connection does not answer".into()))?
+        .map_err(db_error)?;
+        Ok(())
+    }
+}
 
 impl_write_tx!(PgTx, Postgres, {
+    /// Delivered to every listening replica when (and only if) this transaction commits.
+    async fn notify_changed(&mut self) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANGES_CHANNEL)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
     /// Locks the head row until this transaction ends: writers on every replica that
     /// share the database take turns here.
     async fn load_chain_head(&mut self) -> Result<ChainHead> {

@@ -164,6 +164,14 @@ pub(crate) fn token_from_row(row: &impl RowExt) -> Result<TokenRow> {
     })
 }
 
+pub(crate) fn change_from_row(row: &impl RowExt) -> Result<crate::ChangeRef> {
+    Ok(crate::ChangeRef {
+        seq: u64_from(row.int("seq")?, "seq")?,
+        kind: row.text("kind")?,
+        subject: row.text("subject")?,
+    })
+}
+
 /// The audit head row (`size`, `frontier`): the right edge of the Merkle tree.
 pub(crate) fn head_from_row(row: &impl RowExt) -> Result<ChainHead> {
     let size = row.int("size")?;
@@ -223,9 +231,11 @@ impl<R, T> Rows<R, T> for std::result::Result<Vec<R>, sqlx::Error> {
 pub(crate) const SELECT_HEAD: &str = "SELECT size, frontier FROM audit_head WHERE id = 1";
 
 /// Implements [`crate::Store`] for a backend struct with fields `pool` (reads) and `writer`
-/// (the one write connection); `$tx` is its write transaction, built as `$tx { tx }`.
+/// (the one write connection); `$tx` is its write transaction, built as `$tx { tx }`. The
+/// methods that differ between backends (`shared`, `watch_changes`, `try_job_lock`) are
+/// passed in as `{ items }`.
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $tx:ident) => {
+    ($store:ty, $db:ty, $tx:ident, { $($specific:item)* }) => {
         impl $store {
             /// Closes the read and write pools (waits for connections in use).
             pub async fn close(&self) {
@@ -236,6 +246,8 @@ macro_rules! impl_store {
 
         #[async_trait::async_trait]
         impl $crate::Store for $store {
+            $($specific)*
+
             async fn begin_write(&self) -> $crate::Result<Box<dyn $crate::WriteTx>> {
                 let tx = self.writer.begin().await.map_err($crate::sql::db_error)?;
                 Ok(Box::new($tx { tx }))
@@ -426,7 +438,7 @@ pub(crate) use impl_store;
 
 /// Defines a backend's write transaction `$tx` (holding a sqlx `Transaction` of `$db`) and
 /// implements [`crate::WriteTx`] for it. The methods that differ between backends
-/// (`load_chain_head`, `append_records`, `touch_identities`) are passed in as `{ items }`;
+/// (`load_chain_head`, `append_records`, `touch_identities`, `notify_changed`) are passed in as `{ items }`;
 /// the backend also defines `async fn lock_policy_versions(&mut self) -> Result<()>`,
 /// which runs before a new policy version is numbered.
 macro_rules! impl_write_tx {
@@ -488,6 +500,50 @@ macro_rules! impl_write_tx {
                 .await
                 .map_err($crate::sql::db_error)?;
                 Ok(())
+            }
+
+            async fn changes_since(
+                &mut self,
+                from_seq: u64,
+            ) -> $crate::Result<Vec<$crate::ChangeRef>> {
+                // Served by the partial index `audit_records_changes` (decisions left out).
+                let rows = sqlx::query(
+                    "SELECT seq, kind, subject FROM audit_records WHERE kind <> 'decision' AND seq >= $1 ORDER BY seq",
+                )
+                .bind($crate::sql::i64_from(from_seq)?)
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err($crate::sql::db_error)?;
+                rows.iter().map($crate::sql::change_from_row).collect()
+            }
+
+            async fn current_policy(&mut self) -> $crate::Result<Option<$crate::PolicyVersion>> {
+                sqlx::query("SELECT * FROM policy_versions ORDER BY version DESC LIMIT 1")
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .decode_with($crate::sql::policy_from_row)
+            }
+
+            async fn get_token(&mut self, id: &str) -> $crate::Result<Option<$crate::TokenRow>> {
+                sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .decode_with($crate::sql::token_from_row)
+            }
+
+            async fn init_meta(&mut self, key: &str, value: &str) -> $crate::Result<String> {
+                sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err($crate::sql::db_error)?;
+                sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&mut *self.tx)
+                    .await
+                    .map_err($crate::sql::db_error)
             }
 
             async fn get_identity(&mut self, id: &str) -> $crate::Result<Option<Identity>> {

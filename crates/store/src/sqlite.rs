@@ -93,12 +93,39 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, Sqlite, SqliteTx);
+impl_store!(SqliteStore, Sqlite, SqliteTx, {
+    /// One process owns the data directory.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    async fn watch_changes(&self, _on_change: &(dyn Fn() + Send + Sync)) -> Result<()> {
+        Ok(())
+    }
+
+    /// The only replica: always the one that runs the jobs.
+    async fn try_job_lock(&self, _name: &str) -> Result<Option<Box<dyn crate::JobLock>>> {
+        Ok(Some(Box::new(SoleReplica)))
+    }
+});
+
+struct SoleReplica;
+
+#[async_trait::async_trait]
+impl crate::JobLock for SoleReplica {
+    async fn check(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
 
 /// Rows per multi-row INSERT (8 columns each, well under SQLite's bound-parameter limit).
 const INSERT_CHUNK: usize = 512;
 
 impl_write_tx!(SqliteTx, Sqlite, {
+    async fn notify_changed(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// There is one writer connection, and SQLite has one writer at a time anyway.
     async fn load_chain_head(&mut self) -> Result<ChainHead> {
         let row = sqlx::query(SELECT_HEAD)

@@ -9,9 +9,12 @@
 )]
 
 mod harness;
+mod pg;
 
 mod bad_input;
 mod durability;
 mod e2e;
+mod migrate;
 mod openapi;
+mod replicas;
 mod tamper;

@@ -1,0 +1,1 @@
+//! Migration of an embedded data directory to PostgreSQL, and `audit verify --database`.
