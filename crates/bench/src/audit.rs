@@ -70,6 +70,7 @@ async fn append(db: &Path, opts: Opts, key: &SigningKey) -> anyhow::Result<Appen
             max_batch: warrant_server::Config::default().max_batch,
             origin: "warrant/bench".into(),
             trust_domain: "warrant.local".into(),
+            synced_size: 0,
         },
     );
 
