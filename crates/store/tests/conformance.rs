@@ -173,6 +173,9 @@ conformance!(
     token_hash_is_unique,
     last_used_only_moves_forward,
     out_of_range_numbers_find_nothing,
+    changes_since_lists_every_change_but_no_decision,
+    transactions_read_their_own_writes,
+    init_meta_keeps_the_first_value,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -697,8 +700,238 @@ async fn out_of_range_numbers_find_nothing(b: Backend) {
     assert_eq!(store.get_identity("").await.unwrap(), None);
 }
 
+async fn changes_since_lists_every_change_but_no_decision(b: Backend) {
+    let store = b.store;
+    let kinds = [
+        (RecordKind::Decision, "identity:idn_a"),
+        (RecordKind::IdentityCreated, "identity:idn_a"),
+        (RecordKind::Decision, "identity:idn_a"),
+        (RecordKind::PolicyUpdated, "policy:1"),
+        (RecordKind::TokenRevoked, "token:tok_1"),
+        (RecordKind::Decision, "identity:idn_b"),
+        (RecordKind::System, "server"),
+    ];
+    let mut tx = store.begin_write().await.unwrap();
+    let mut head = tx.load_chain_head().await.unwrap();
+    let records: Vec<_> = kinds
+        .iter()
+        .map(|(kind, subject)| {
+            head.seal(
+                RecordDraft {
+                    kind: *kind,
+                    actor: "admin:t".into(),
+                    subject: (*subject).into(),
+                    payload: "{}".into(),
+                },
+                7,
+            )
+        })
+        .collect();
+    tx.append_records(&records).await.unwrap();
+    tx.store_chain_head(&head).await.unwrap();
+    let seen = |changes: Vec<warrant_store::ChangeRef>| -> Vec<(u64, String, String)> {
+        changes
+            .into_iter()
+            .map(|c| (c.seq, c.kind, c.subject))
+            .collect()
+    };
+    let all = seen(tx.changes_since(0).await.unwrap());
+    assert_eq!(
+        all,
+        [
+            (1, "identity.created".into(), "identity:idn_a".into()),
+            (3, "policy.updated".into(), "policy:1".into()),
+            (4, "token.revoked".into(), "token:tok_1".into()),
+            (6, "system".into(), "server".into()),
+        ]
+    );
+    assert_eq!(seen(tx.changes_since(3).await.unwrap()).len(), 3);
+    assert!(tx.changes_since(7).await.unwrap().is_empty());
+    assert!(tx.changes_since(u64::MAX >> 1).await.unwrap().is_empty());
+    // Signalling is part of the transaction and harmless where nobody listens.
+    tx.notify_changed().await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn transactions_read_their_own_writes(b: Backend) {
+    let store = b.store;
+    let token = TokenRow {
+        id: "tok_1".into(),
+        name: "ci".into(),
+        hash: [3; 32],
+        role: "admin".into(),
+        created_ms: 1,
+        revoked_ms: None,
+    };
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.current_policy().await.unwrap(), None);
+    assert_eq!(tx.get_token("tok_1").await.unwrap(), None);
+    tx.upsert_token(&token).await.unwrap();
+    tx.insert_policy_version("s", "p1", 1, "a", "one")
+        .await
+        .unwrap();
+    tx.insert_policy_version("s", "p2", 2, "a", "two")
+        .await
+        .unwrap();
+    assert_eq!(tx.get_token("tok_1").await.unwrap(), Some(token.clone()));
+    let current = tx.current_policy().await.unwrap().unwrap();
+    assert_eq!((current.version, current.policies_text.as_str()), (2, "p2"));
+    drop(tx);
+    // Rolled back: nothing stayed.
+    assert_eq!(store.current_policy().await.unwrap(), None);
+    assert!(store.tokens().await.unwrap().is_empty());
+}
+
+async fn init_meta_keeps_the_first_value(b: Backend) {
+    let store = b.store;
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.init_meta("log_id", "first").await.unwrap(), "first");
+    assert_eq!(tx.init_meta("log_id", "second").await.unwrap(), "first");
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.init_meta("log_id", "third").await.unwrap(), "first");
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.meta("log_id").await.unwrap().as_deref(),
+        Some("first")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// SQLite only
+
+/// One process owns an SQLite store: nothing to watch, and it always runs the jobs.
+#[tokio::test]
+async fn sqlite_is_not_shared_and_always_holds_the_job_lock() {
+    let b = Backend::sqlite().await;
+    assert!(!b.store.shared());
+    let returned = tokio::time::timeout(Duration::from_secs(1), b.store.watch_changes(&|| {}))
+        .await
+        .expect("watching an SQLite store returns at once");
+    returned.unwrap();
+    let mut lock = b.store.try_job_lock("jobs").await.unwrap().unwrap();
+    lock.check().await.unwrap();
+    assert!(b.store.try_job_lock("jobs").await.unwrap().is_some());
+}
+
 // ---------------------------------------------------------------------------------------
 // PostgreSQL only: several replicas on one database
+
+/// A change signal reaches a replica that watches, when the sending transaction commits,
+/// and never for one that rolls back.
+#[tokio::test]
+async fn postgres_change_signals_arrive_on_commit_only() {
+    let url = fresh_pg_database().await;
+    let watcher = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let writer = PostgresStore::connect(&url).await.unwrap();
+    assert!(watcher.shared());
+    let signals = Arc::new(AtomicU32::new(0));
+    let task = {
+        let (watcher, signals) = (watcher.clone(), signals.clone());
+        tokio::spawn(async move {
+            let on_change = move || {
+                signals.fetch_add(1, Ordering::SeqCst);
+            };
+            watcher.watch_changes(&on_change).await
+        })
+    };
+    let wait_for = |n: u32| {
+        let signals = signals.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while signals.load(Ordering::SeqCst) < n {
+                assert!(Instant::now() < deadline, "no signal {n} within 5 s");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // One signal once subscribed (changes may have been missed before).
+    wait_for(1).await;
+
+    let mut tx = writer.begin_write().await.unwrap();
+    tx.notify_changed().await.unwrap();
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        signals.load(Ordering::SeqCst),
+        1,
+        "a rolled-back change signalled"
+    );
+
+    let mut tx = writer.begin_write().await.unwrap();
+    tx.notify_changed().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        signals.load(Ordering::SeqCst),
+        1,
+        "signalled before the commit"
+    );
+    let committed = Instant::now();
+    tx.commit().await.unwrap();
+    wait_for(2).await;
+    assert!(committed.elapsed() < Duration::from_secs(1));
+    task.abort();
+}
+
+/// A job lock is held by one replica at a time, per job, and moves to another replica
+/// once the holder's session ends (as when its process dies).
+#[tokio::test]
+async fn postgres_job_lock_is_exclusive_and_moves_when_its_holder_goes() {
+    let url = fresh_pg_database().await;
+    let a = PostgresStore::connect(&url).await.unwrap();
+    let b = PostgresStore::connect(&url).await.unwrap();
+    let mut held = a
+        .try_job_lock("checkpoints")
+        .await
+        .unwrap()
+        .expect("free lock");
+    held.check().await.unwrap();
+    assert!(b.try_job_lock("checkpoints").await.unwrap().is_none());
+    assert!(
+        a.try_job_lock("checkpoints").await.unwrap().is_none(),
+        "not re-entrant across sessions"
+    );
+    let other = b.try_job_lock("timers").await.unwrap();
+    assert!(other.is_some(), "another job's lock is independent");
+
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut moved = None;
+    while moved.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the lock did not move within 5 s"
+        );
+        moved = b.try_job_lock("checkpoints").await.unwrap();
+        if moved.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    moved.unwrap().check().await.unwrap();
+}
+
+/// A held lock whose session the database ended reports itself lost.
+#[tokio::test]
+async fn postgres_job_lock_reports_a_terminated_session() {
+    let url = fresh_pg_database().await;
+    let a = PostgresStore::connect(&url).await.unwrap();
+    let mut held = a.try_job_lock("checkpoints").await.unwrap().unwrap();
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&pg_server_url()).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks l JOIN pg_stat_activity s USING (pid)
+         WHERE l.locktype = 'advisory' AND s.datname = $1",
+    )
+    .bind(&name)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        held.check().await.is_err(),
+        "a terminated session still counts as holding"
+    );
+    assert!(a.try_job_lock("checkpoints").await.unwrap().is_some());
+}
 
 /// Two replicas (two stores on one database): the second writer blocks on the audit head
 /// until the first commits, then continues the chain the first left; no fork, no gap.
