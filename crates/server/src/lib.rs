@@ -195,6 +195,7 @@ impl Server {
                             revoked_ms: None,
                         },
                         note: "set from WARRANT_ADMIN_TOKEN",
+                        unless_active: false,
                     })
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot store admin token: {e}"))?;
@@ -204,7 +205,7 @@ impl Server {
             .any(|t| t.revoked_ms.is_none() && t.role == "admin")
         {
             let secret = auth::generate_token();
-            writer
+            let stored = writer
                 .mutate(ops::Op::PutToken {
                     actor: "system".into(),
                     token: TokenRow {
@@ -216,10 +217,14 @@ impl Server {
                         revoked_ms: None,
                     },
                     note: "generated on first start; shown once",
+                    unless_active: true,
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot store bootstrap token: {e}"))?;
-            new_admin_token = Some(secret);
+            // Another replica starting on the same new database may have been first.
+            if !matches!(stored.outcome, ops::Outcome::Unchanged) {
+                new_admin_token = Some(secret);
+            }
         }
         writer
             .mutate(ops::Op::System {

@@ -44,6 +44,9 @@ pub enum Op {
         actor: String,
         token: TokenRow,
         note: &'static str,
+        /// Leave things as they are if an unrevoked token with this id exists already
+        /// (two replicas bootstrapping one new database: the first one's token stands).
+        unless_active: bool,
     },
     /// Last-used times; no audit record (operational metadata, not a change of access).
     Touch(Vec<(String, Millis)>),
@@ -67,6 +70,8 @@ pub enum Outcome {
     None,
     Identity(Box<Identity>),
     PolicyVersion(u64),
+    /// The op found nothing to do (see `PutToken::unless_active`).
+    Unchanged,
 }
 
 pub struct Applied {
@@ -243,7 +248,22 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                 outcome: Outcome::PolicyVersion(version),
             })
         }
-        Op::PutToken { actor, token, note } => {
+        Op::PutToken {
+            actor,
+            token,
+            note,
+            unless_active,
+        } => {
+            if unless_active {
+                let current = tx.get_token(&token.id).await.map_err(store_err)?;
+                if current.is_some_and(|t| t.revoked_ms.is_none()) {
+                    return Ok(Applied {
+                        drafts: vec![],
+                        effect: None,
+                        outcome: Outcome::Unchanged,
+                    });
+                }
+            }
             tx.upsert_token(&token).await.map_err(store_err)?;
             let kind = if token.revoked_ms.is_some() {
                 RecordKind::TokenRevoked

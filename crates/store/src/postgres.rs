@@ -43,6 +43,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request waits for a pooled connection (including reconnecting) before it
 /// fails with `Unavailable`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same for the writer's one connection: nobody else competes for it, so a long wait
+/// only means the database is unreachable, and every waiting decision waits with it.
+const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Read connections per replica.
 const READ_CONNECTIONS: u32 = 8;
 
@@ -99,6 +102,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             writer: pools
                 .clone()
+                .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
                 .max_connections(1)
                 .connect_lazy_with(opts.clone()),
             listener: pools
