@@ -305,8 +305,10 @@ impl WriterTask {
         }
 
         let records: Vec<AuditRecord> = drafts.into_iter().map(|d| head.seal(d, now)).collect();
-        tx.append_records(&records).await.map_err(unavailable)?;
-        tx.store_chain_head(&head).await.map_err(unavailable)?;
+        if !records.is_empty() {
+            tx.append_records(&records).await.map_err(unavailable)?;
+            tx.store_chain_head(&head).await.map_err(unavailable)?;
+        }
         if effects.len() > caught_up {
             tx.notify_changed().await.map_err(unavailable)?;
         }
