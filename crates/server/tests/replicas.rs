@@ -1,0 +1,338 @@
+//! Two or more in-process servers (replicas) on one real PostgreSQL database: how a
+//! replica's writer catches up with changes committed elsewhere. (The process-level
+//! replica tests — three `warrant serve` processes, kill -9, database outage — are in
+//! `crates/cli/tests/it/replicas.rs`.)
+//!
+//! Needs `WARRANT_TEST_PG_URL` (`bash scripts/test.sh` starts a server and sets it).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use ed25519_dalek::SigningKey;
+use sqlx::Connection;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warrant_core::audit::{RecordDraft, RecordKind};
+use warrant_core::identity::{IdentityPatch, IdentityState, NewIdentity, Transition};
+use warrant_policy::PolicyBundle;
+use warrant_server::ops::{Op, Outcome};
+use warrant_server::{Config, Server};
+use warrant_store::postgres::PostgresStore;
+use warrant_store::Store;
+
+const SCHEMA: &str = r#"namespace App { entity Doc; action read appliesTo { principal: [Warrant::Identity], resource: [Doc] }; }"#;
+
+async fn fresh_database() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let server = std::env::var("WARRANT_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("WARRANT_TEST_PG_URL is not set: run the tests with `bash scripts/test.sh`")
+    });
+    let name = format!(
+        "wsrv_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    format!("{}/{name}", server.rsplit_once('/').unwrap().0)
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+async fn replica(url: &str, key: SigningKey, admin_token: Option<&str>) -> anyhow::Result<Server> {
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(url).await?);
+    let config = Config {
+        database: Some(url.to_owned()),
+        admin_token: admin_token.map(str::to_owned),
+        ..Config::default()
+    };
+    Server::start_with(config, store, key).await
+}
+
+const TOKEN: &str = "wrt_replica_test_token_0123456789abcdefghij";
+
+async fn pair() -> (String, Server, Server) {
+    let url = fresh_database().await;
+    let a = replica(&url, key(), Some(TOKEN)).await.unwrap();
+    let b = replica(&url, key(), Some(TOKEN)).await.unwrap();
+    (url, a, b)
+}
+
+async fn create(s: &Server, name: &str) -> String {
+    let committed = s
+        .state
+        .writer
+        .mutate(Op::CreateIdentity {
+            actor: "test".into(),
+            id: format!("idn_{name}"),
+            new: NewIdentity {
+                name: name.into(),
+                kind: "agent".into(),
+                environment: "prod".into(),
+                owner: "alice@example.com".into(),
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+    match committed.outcome {
+        Outcome::Identity(i) => i.id,
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+fn state_of(s: &Server, id: &str) -> Option<IdentityState> {
+    s.state
+        .snapshot
+        .load()
+        .principals
+        .get(id)
+        .map(|e| e.identity.state)
+}
+
+#[tokio::test]
+async fn changes_through_one_replica_are_caught_up_by_the_other() {
+    let (_url, a, b) = pair().await;
+    let id = create(&a, "bot").await;
+    assert_eq!(state_of(&b, &id), None, "nothing reaches B before it syncs");
+    b.state.writer.sync().await.unwrap();
+    assert_eq!(state_of(&b, &id), Some(IdentityState::Active));
+
+    a.state
+        .writer
+        .mutate(Op::Transition {
+            actor: "test".into(),
+            id: id.clone(),
+            transition: Transition::Suspend,
+            reason: None,
+        })
+        .await
+        .unwrap();
+    b.state.writer.sync().await.unwrap();
+    assert_eq!(state_of(&b, &id), Some(IdentityState::Suspended));
+
+    let bundle =
+        Arc::new(PolicyBundle::compile(SCHEMA, "permit(principal, action, resource);").unwrap());
+    a.state
+        .writer
+        .mutate(Op::PutPolicy {
+            actor: "test".into(),
+            bundle,
+            comment: "v1".into(),
+        })
+        .await
+        .unwrap();
+    // Any batch of B catches up first, not only a sync: here, one of B's own changes.
+    let other = create(&b, "other").await;
+    let snap = b.state.snapshot.load();
+    assert_eq!(snap.policy_version, 1);
+    assert_eq!(snap.policy.policy_ids().len(), 1);
+    assert!(snap.principals.contains_key(&other));
+    // And A learns B's identity.
+    a.state.writer.sync().await.unwrap();
+    assert_eq!(state_of(&a, &other), Some(IdentityState::Active));
+    assert_eq!(
+        b.state.store.audit_head().await.unwrap().tree.size(),
+        a.state.store.audit_head().await.unwrap().tree.size()
+    );
+}
+
+/// A commit this replica's snapshot does not know about (another process wrote it, or
+/// the acknowledgement of its own commit was lost) is picked up by the next batch.
+#[tokio::test]
+async fn a_commit_the_snapshot_missed_is_picked_up() {
+    let (_url, a, _b) = pair().await;
+    let id = create(&a, "bot").await;
+    // Write behind the writer's back, as another replica would: the change and its
+    // record in one transaction under the head lock.
+    let store = &a.state.store;
+    let mut tx = store.begin_write().await.unwrap();
+    let mut head = tx.load_chain_head().await.unwrap();
+    let before = tx.get_identity(&id).await.unwrap().unwrap();
+    let after = before
+        .patched(
+            IdentityPatch {
+                roles: Some(vec!["reader".into()]),
+                ..Default::default()
+            },
+            before.updated_ms + 1,
+        )
+        .unwrap();
+    tx.update_identity(&after).await.unwrap();
+    let record = head.seal(
+        RecordDraft {
+            kind: RecordKind::IdentityUpdated,
+            actor: "elsewhere".into(),
+            subject: format!("identity:{id}"),
+            payload: "{}".into(),
+        },
+        after.updated_ms,
+    );
+    tx.append_records(&[record]).await.unwrap();
+    tx.store_chain_head(&head).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let roles = |s: &Server| {
+        s.state.snapshot.load().principals[&id]
+            .identity
+            .roles
+            .clone()
+    };
+    assert!(roles(&a).is_empty());
+    a.state.writer.sync().await.unwrap();
+    assert_eq!(roles(&a), ["reader"]);
+}
+
+/// Many interleaved changes to the same identities through both replicas: once both
+/// have synced, both snapshots equal the database, whatever the interleaving.
+#[tokio::test]
+async fn interleaved_changes_converge_to_the_database_state() {
+    let (_url, a, b) = pair().await;
+    let ids = [create(&a, "one").await, create(&b, "two").await];
+    let mut tasks = vec![];
+    for (n, server) in [a.state.clone(), b.state.clone()].into_iter().enumerate() {
+        let ids = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..30usize {
+                let id = ids[(round + n) % 2].clone();
+                let op = if (round + n) % 3 == 0 {
+                    Op::UpdateIdentity {
+                        actor: format!("replica{n}"),
+                        id,
+                        patch: IdentityPatch {
+                            description: Some(format!("r{n}-{round}")),
+                            ..Default::default()
+                        },
+                    }
+                } else {
+                    Op::Transition {
+                        actor: format!("replica{n}"),
+                        id,
+                        transition: if round % 2 == 0 {
+                            Transition::Suspend
+                        } else {
+                            Transition::Resume
+                        },
+                        reason: None,
+                    }
+                };
+                // Refusals (suspending a suspended identity) are fine; failures are not.
+                if let Err(e) = server.writer.mutate(op).await {
+                    assert!(
+                        !matches!(e, warrant_server::writer::WriteError::Unavailable(_)),
+                        "{e}"
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    a.state.writer.sync().await.unwrap();
+    b.state.writer.sync().await.unwrap();
+    for id in &ids {
+        let stored = a.state.store.get_identity(id).await.unwrap().unwrap();
+        for s in [&a, &b] {
+            let seen = s.state.snapshot.load().principals[id].identity.clone();
+            assert_eq!(
+                (seen.state, &seen.description, seen.updated_ms),
+                (stored.state, &stored.description, stored.updated_ms)
+            );
+        }
+    }
+}
+
+/// Signals carry changes to a serving replica without anyone asking it to sync.
+#[tokio::test]
+async fn a_serving_replica_applies_a_suspension_within_a_second() {
+    let (_url, a, b) = pair().await;
+    let id = create(&a, "bot").await;
+    let b_state = b.state.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(b.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b_state.snapshot.load().principals.contains_key(&id) {
+        assert!(Instant::now() < deadline, "B never learned the identity");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.state
+        .writer
+        .mutate(Op::Transition {
+            actor: "test".into(),
+            id: id.clone(),
+            transition: Transition::Suspend,
+            reason: None,
+        })
+        .await
+        .unwrap();
+    let suspended = Instant::now();
+    while b_state.snapshot.load().principals[&id].identity.state != IdentityState::Suspended {
+        assert!(
+            suspended.elapsed() < Duration::from_secs(1),
+            "suspension not in force on B within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    println!("suspension reached B after {:?}", suspended.elapsed());
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_replica_with_another_signing_key_refuses_to_start() {
+    let url = fresh_database().await;
+    let _a = replica(&url, key(), Some(TOKEN)).await.unwrap();
+    let err = match replica(&url, SigningKey::from_bytes(&[8; 32]), Some(TOKEN)).await {
+        Ok(_) => panic!("a replica with another key started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("same signing key"), "{err}");
+}
+
+/// Replicas bootstrapping one new database together: one admin token is generated and
+/// shown, and it works on both.
+#[tokio::test]
+async fn replicas_bootstrapping_together_show_one_token() {
+    let url = fresh_database().await;
+    let (a, b, c) = tokio::join!(
+        replica(&url, key(), None),
+        replica(&url, key(), None),
+        replica(&url, key(), None)
+    );
+    let servers = [a.unwrap(), b.unwrap(), c.unwrap()];
+    let shown: Vec<_> = servers
+        .iter()
+        .filter_map(|s| s.new_admin_token.clone())
+        .collect();
+    assert_eq!(
+        shown.len(),
+        1,
+        "exactly one replica shows a bootstrap token"
+    );
+    let hash = warrant_server::auth::hash_token(&shown[0]);
+    for s in &servers {
+        s.state.writer.sync().await.unwrap();
+        assert!(
+            s.state.snapshot.load().tokens.contains_key(&hash),
+            "the shown token works on every replica"
+        );
+    }
+}
