@@ -109,6 +109,7 @@ impl Writer {
             key,
             metrics,
             synced: config.synced_size,
+            failing: false,
             config,
             sync_queued: sync_queued.clone(),
         };
@@ -183,6 +184,8 @@ struct WriterTask {
     /// The chain size this replica's snapshot reflects (all changes before it applied).
     synced: u64,
     sync_queued: Arc<std::sync::atomic::AtomicBool>,
+    /// The last batch failed (log the first failure and the recovery, not every batch).
+    failing: bool,
 }
 
 type JobResult = Result<(std::ops::Range<usize>, ops::Outcome), WriteError>;
@@ -218,6 +221,9 @@ impl WriterTask {
         match applied {
             Ok((results, records, effects, size)) => {
                 self.synced = size;
+                if std::mem::take(&mut self.failing) {
+                    tracing::warn!("writes succeed again");
+                }
                 if !effects.is_empty() {
                     self.publish(effects);
                 }
@@ -236,7 +242,11 @@ impl WriterTask {
                     .observe_batch(count, records.len(), started.elapsed());
             }
             Err(err) => {
-                tracing::error!(error = %err, jobs = count, "write batch failed; refusing all its jobs");
+                if std::mem::replace(&mut self.failing, true) {
+                    tracing::debug!(error = %err, jobs = count, "write batch failed; refusing all its jobs");
+                } else {
+                    tracing::error!(error = %err, jobs = count, "write batch failed; refusing all its jobs (further failures are logged at debug level until writes succeed again)");
+                }
                 self.metrics.audit_failures.inc();
                 for r in replies {
                     let _ = r.send(Err(err.clone()));
