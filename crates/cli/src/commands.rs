@@ -52,10 +52,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cmd:
                 AuditCmd::Verify {
                     data_dir,
+                    database,
                     public_key,
                 },
             ..
-        } => crate::offline::verify(&data_dir, public_key.as_deref()).await,
+        } => match database {
+            Some(url) => crate::offline::verify_database(&url, public_key.as_deref()).await,
+            None => crate::offline::verify(&data_dir, public_key.as_deref()).await,
+        },
+        Command::MigrateStore { from_data_dir, to } => {
+            crate::migrate::migrate_store(&from_data_dir, &to).await
+        }
         Command::Authorize { client: o, args } => authorize(&o, args).await.map_err(api_error_any),
         Command::Audit { client: o, cmd } => audit(&o, cmd).await.map_err(api_error_any),
     }

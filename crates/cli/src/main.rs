@@ -6,10 +6,11 @@
 #![allow(clippy::indexing_slicing)]
 
 mod commands;
+mod migrate;
 mod offline;
 mod output;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -80,6 +81,22 @@ pub enum Command {
         client: ClientOpts,
         #[command(subcommand)]
         cmd: AuditCmd,
+    },
+    /// Copy an embedded data directory (SQLite) into an empty PostgreSQL database, keeping
+    /// the audit chain verifiable. Stop the server on the data directory first.
+    MigrateStore {
+        /// The data directory to copy (opened read-only).
+        #[arg(long, value_name = "DIR")]
+        from_data_dir: PathBuf,
+        /// The empty PostgreSQL database to fill (postgres://user:password@host:port/db).
+        /// Prefer the environment when the URL carries a password.
+        #[arg(
+            long,
+            env = "WARRANT_DATABASE",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
+        to: String,
     },
 }
 
@@ -242,11 +259,24 @@ pub struct AuthorizeArgs {
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
-    /// Verify a data directory offline: recompute every hash, check every checkpoint.
+    /// Verify an audit log offline: recompute every hash, check every checkpoint. Reads a
+    /// data directory (embedded SQLite) or, with --database, a PostgreSQL database.
     Verify {
         #[arg(long, env = "WARRANT_DATA_DIR", default_value = "warrant-data")]
         data_dir: PathBuf,
-        /// Pinned checkpoint public key (PEM). Default: the one in the data directory.
+        /// Verify the log in this PostgreSQL database (postgres://user:password@host:port/db)
+        /// instead of a data directory; requires --public-key. Prefer the environment when
+        /// the URL carries a password.
+        #[arg(
+            long,
+            env = "WARRANT_DATABASE",
+            hide_env_values = true,
+            value_name = "URL"
+        )]
+        database: Option<String>,
+        /// Pinned checkpoint public key (PEM): a copy of `keys/audit-signing-key.pub.pem`
+        /// kept apart from the log. Default: the one in the data directory (required with
+        /// --database).
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
@@ -269,7 +299,12 @@ pub enum AuditCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    choose_verify_source(&matches, &mut cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -285,6 +320,38 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `audit verify` reads a data directory or a database. A host running a replica may
+/// export both `WARRANT_DATA_DIR` and `WARRANT_DATABASE`, so the environment alone never
+/// makes the two conflict: what is on the command line wins; with neither there, a
+/// database from the environment wins over a data directory.
+fn choose_verify_source(matches: &clap::ArgMatches, cli: &mut Cli) {
+    use clap::parser::ValueSource;
+    let Some(verify) = matches
+        .subcommand_matches("audit")
+        .and_then(|m| m.subcommand_matches("verify"))
+    else {
+        return;
+    };
+    let given = |id: &str| verify.value_source(id) == Some(ValueSource::CommandLine);
+    if given("data_dir") && given("database") {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "the argument '--database <URL>' cannot be used with '--data-dir <DATA_DIR>'",
+            )
+            .exit();
+    }
+    if let Command::Audit {
+        cmd: AuditCmd::Verify { database, .. },
+        ..
+    } = &mut cli.command
+    {
+        if given("data_dir") {
+            *database = None;
         }
     }
 }

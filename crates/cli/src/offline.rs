@@ -1,10 +1,17 @@
 //! Offline commands: `policy validate` and `audit verify` need no server.
+//!
+//! `audit verify` reads the log straight from the store, a data directory's SQLite file or
+//! a PostgreSQL database (`--database`); both go through [`verify_store`], which
+//! `migrate-store` also uses to check its copy.
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
+use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::process::ExitCode;
-use warrant_core::verify::ChainVerifier;
+use warrant_core::verify::{ChainVerifier, Report};
+use warrant_server::config::redact_url;
+use warrant_store::postgres::PostgresStore;
 use warrant_store::sqlite::SqliteStore;
 use warrant_store::{AuditFilter, Store};
 
@@ -61,8 +68,14 @@ pub fn validate(file: &Path, schema: Option<&Path>) -> anyhow::Result<ExitCode> 
     }
 }
 
-const CHUNK: u32 = 5000;
+/// Records read per round trip when streaming the log.
+pub const CHUNK: u32 = 5000;
 
+/// The meta key naming the log (checkpoint origin `warrant/<log_id>`).
+pub const LOG_ID_KEY: &str = "log_id";
+
+/// `audit verify --data-dir`: the embedded SQLite database of a data directory, checked
+/// against `public_key` or else the key in the data directory.
 pub async fn verify(data_dir: &Path, public_key: Option<&Path>) -> anyhow::Result<ExitCode> {
     let db = data_dir.join("warrant.db");
     let store = SqliteStore::open_read_only(&db)
@@ -79,18 +92,149 @@ pub async fn verify(data_dir: &Path, public_key: Option<&Path>) -> anyhow::Resul
             p
         }
     };
-    let key = warrant_server::keys::read_public_key(&key_path)?;
-    let head = store.audit_head().await.map_err(|e| anyhow!("{e}"))?;
-    let checkpoints = store.checkpoints().await.map_err(|e| anyhow!("{e}"))?;
-    let mut verifier = ChainVerifier::new(checkpoints, &[key]);
+    let report = match warrant_server::keys::read_public_key(&key_path) {
+        Ok(key) => verify_store(&store, &[key]).await,
+        Err(e) => Err(e),
+    };
+    store.close().await;
+    Ok(print_report(&report?))
+}
 
-    let bar = ProgressBar::new(head.tree.size());
+/// `audit verify --database`: a PostgreSQL database. Nothing in the database can vouch
+/// for the checkpoint key, so the pinned public key is required.
+pub async fn verify_database(url: &str, public_key: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let shown = shown_url(url);
+    let Some(key_path) = public_key else {
+        bail!(
+            "--public-key is required with --database: pass the copy of the data directory's `keys/{}` that you keep apart from the database (a key read from the database it vouches for would prove nothing)",
+            warrant_server::keys::PUBLIC_KEY_FILE
+        );
+    };
+    let key = warrant_server::keys::read_public_key(key_path)?;
+    let store = connect_postgres(url, Open::ReadOnly).await?;
+    let report = async {
+        // Every warrant server names its log on first start: without a name this is not
+        // (yet) a warrant database, and "0 records verified" would mislead.
+        let log_id = store
+            .meta(LOG_ID_KEY)
+            .await
+            .map_err(|e| anyhow!("cannot read `{shown}`: {}", scrub(&e.to_string(), url)))?;
+        if log_id.is_none() {
+            bail!("`{shown}` holds no warrant audit log (no log id): is it the right database?");
+        }
+        verify_store(&store, &[key])
+            .await
+            .map_err(|e| anyhow!("{}", scrub(&format!("{e:#}"), url)))
+    }
+    .await;
+    store.close().await;
+    Ok(print_report(&report?))
+}
+
+/// How an offline tool opens a PostgreSQL database.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// An existing warrant database, read-only sessions, no migrations (verify).
+    ReadOnly,
+    /// Run the migrations first (the target of a migration).
+    Migrate,
+}
+
+/// Opens a PostgreSQL store for the offline tools, with errors that name the database
+/// without its password.
+pub async fn connect_postgres(url: &str, open: Open) -> anyhow::Result<PostgresStore> {
+    let shown = shown_url(url);
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!(
+            "{shown} is not a PostgreSQL URL: expected postgres://user:password@host:port/database"
+        );
+    }
+    let store = match open {
+        Open::ReadOnly => PostgresStore::connect_read_only(url).await,
+        Open::Migrate => PostgresStore::connect(url).await,
+    };
+    store.map_err(|e| anyhow!("cannot open {shown}: {}", scrub(&e.to_string(), url)))
+}
+
+/// A database URL as it may be shown: quoted, password masked. A value that is not a
+/// URL at all is not echoed (it might be a bare password or connection string).
+pub fn shown_url(url: &str) -> String {
+    if url.contains("://") {
+        format!("`{}`", redact_url(url))
+    } else {
+        "the database value".to_owned()
+    }
+}
+
+/// Removes the URL's password (as written and percent-decoded) from an error message.
+pub fn scrub(message: &str, url: &str) -> String {
+    let Some(password) = password_of(url) else {
+        return message.to_owned();
+    };
+    let mut out = message.replace(password, "***");
+    let decoded = percent_decode(password);
+    if !decoded.is_empty() {
+        out = out.replace(&decoded, "***");
+    }
+    out
+}
+
+/// The password in `scheme://user:password@host/...`, if any (userinfo ends at the last
+/// `@` before the first `/`, as in `redact_url`).
+fn password_of(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A progress bar over `len` audit records (drawn on stderr, hidden when it is not a
+/// terminal).
+pub fn records_bar(len: u64, verb: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template(
-            "verifying {bar:40} {pos}/{len} records ({per_sec}, eta {eta})",
-        )
+        ProgressStyle::with_template(&format!(
+            "{verb} {{bar:40}} {{pos}}/{{len}} records ({{per_sec}}, eta {{eta}})"
+        ))
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    bar
+}
+
+/// Verifies the audit chain in `store`: streams every record, in chunks, through a
+/// [`ChainVerifier`] holding the stored checkpoints and the trusted `keys`, and checks
+/// the log against the size its head claims. The one verification `audit verify` (both
+/// backends) and `migrate-store` run.
+pub async fn verify_store(store: &dyn Store, keys: &[VerifyingKey]) -> anyhow::Result<Report> {
+    let head = store.audit_head().await.map_err(|e| anyhow!("{e}"))?;
+    let checkpoints = store.checkpoints().await.map_err(|e| anyhow!("{e}"))?;
+    let mut verifier = ChainVerifier::new(checkpoints, keys);
+
+    let bar = records_bar(head.tree.size(), "verifying");
     let mut next: u64 = 0;
     let mut first = true;
     loop {
@@ -120,8 +264,12 @@ pub async fn verify(data_dir: &Path, public_key: Option<&Path>) -> anyhow::Resul
         next = last + 1;
     }
     bar.finish_and_clear();
-    let report = verifier.finish(Some(head.tree.size()));
-    store.close().await;
+    Ok(verifier.finish(Some(head.tree.size())))
+}
+
+/// Prints a verification report (`ok: ...`, or `FAILED: first bad record: N` and every
+/// finding); SUCCESS when the chain verified.
+pub fn print_report(report: &Report) -> ExitCode {
     if report.ok() {
         println!(
             "ok: {} records and {} signed checkpoints verified; root {}",
@@ -129,7 +277,7 @@ pub async fn verify(data_dir: &Path, public_key: Option<&Path>) -> anyhow::Resul
             report.checkpoints,
             report.root.map(hex::encode).unwrap_or_default()
         );
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
         let first = report.findings.first();
         if let Some(seq) = first.and_then(|f| f.first_bad_seq()) {
@@ -140,6 +288,26 @@ pub async fn verify(data_dir: &Path, public_key: Option<&Path>) -> anyhow::Resul
         for f in &report.findings {
             println!("  - {f}");
         }
-        Ok(ExitCode::FAILURE)
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_scrubbed_from_messages() {
+        let url = "postgres://warrant:p%40ss@db:5432/w";
+        assert_eq!(password_of(url), Some("p%40ss"));
+        assert_eq!(
+            scrub("auth failed for p%40ss and p@ss", url),
+            "auth failed for *** and ***"
+        );
+        assert_eq!(password_of("postgres://warrant@db/w"), None);
+        assert_eq!(password_of("postgres://db/w"), None);
+        assert_eq!(scrub("unchanged", "postgres://db/w"), "unchanged");
+        assert_eq!(shown_url("user:secret@host/db"), "the database value");
+        assert_eq!(shown_url("mysql://u:secret@h/d"), "`mysql://u:***@h/d`");
     }
 }

@@ -23,8 +23,18 @@ fn restrict(_: &Path, _: u32) -> std::io::Result<()> {
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create `{}`: {e}", dir.display()))?;
-    restrict(dir, 0o700)?;
-    Ok(())
+    match restrict(dir, 0o700) {
+        Ok(()) => Ok(()),
+        // A read-only mount (a secret volume, say): its owner set the permissions.
+        Err(e) if e.raw_os_error() == Some(30) => {
+            tracing::warn!(dir = %dir.display(), "read-only directory: leaving its permissions as they are");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot restrict `{}` to its owner: {e}",
+            dir.display()
+        )),
+    }
 }
 
 /// Loads the signing key, creating it (and the public key file) on first start.

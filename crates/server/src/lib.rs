@@ -233,7 +233,12 @@ impl Server {
                     "version": env!("CARGO_PKG_VERSION"),
                     "listen": config.listen.to_string(),
                     "store": if config.database.is_some() { "postgres" } else { "sqlite" },
-                    "durability": format!("{:?}", config.durability).to_lowercase(),
+                    // PostgreSQL's durability is the database's own (synchronous_commit).
+                    "durability": if config.database.is_some() {
+                        "database".to_owned()
+                    } else {
+                        format!("{:?}", config.durability).to_lowercase()
+                    },
                     "policy_version": version,
                 }),
             })

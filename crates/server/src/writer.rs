@@ -238,8 +238,12 @@ impl WriterTask {
                         }
                     }));
                 }
-                self.metrics
-                    .observe_batch(count, records.len(), started.elapsed());
+                // Batches that appended nothing (catch-up checks, last-used flushes) would
+                // only skew the group-commit figures.
+                if !records.is_empty() {
+                    self.metrics
+                        .observe_batch(count, records.len(), started.elapsed());
+                }
             }
             Err(err) => {
                 if std::mem::replace(&mut self.failing, true) {

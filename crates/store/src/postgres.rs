@@ -56,10 +56,15 @@ const CHANGES_CHANNEL: &str = "warrant_changes";
 const JOB_LOCK_CLASS: i32 = 0x7761_7272;
 /// Server-side bounds on one statement and on a transaction left idle (a replica that
 /// vanished while holding the audit head lock must not stall the others for longer).
-const SESSION_OPTIONS: [(&str, &str); 3] = [
+/// TCP keepalives let the server notice a replica host that vanished (and end its
+/// session, releasing its locks) in about 25 s instead of the system default of hours.
+const SESSION_OPTIONS: [(&str, &str); 6] = [
     ("statement_timeout", "15s"),
     ("idle_in_transaction_session_timeout", "15s"),
     ("lock_timeout", "15s"),
+    ("tcp_keepalives_idle", "10"),
+    ("tcp_keepalives_interval", "5"),
+    ("tcp_keepalives_count", "3"),
 ];
 /// How long checking a job lock may take before it counts as lost.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,30 +81,51 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://user:password@host:port/database?…`), runs the
     /// migrations, and opens a read pool and a one-connection writer pool.
     pub async fn connect(url: &str) -> Result<Self> {
-        let opts = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?
-            .application_name("warrant")
-            .options(SESSION_OPTIONS);
+        let opts = connect_options(url)?;
         // One connection up front: a clear error now (refused, authentication, unknown
         // database) rather than a pool timeout later; it also runs the migrations.
-        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, opts.connect())
+        let mut conn = first_connection(&opts).await?;
+        // A migration may take long on a large database (building an index): no
+        // statement or lock timeout for it.
+        let migrated = match sqlx::raw_sql("SET statement_timeout = 0; SET lock_timeout = 0")
+            .execute(&mut conn)
             .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "cannot connect to PostgreSQL: no answer within {CONNECT_TIMEOUT:?}"
-                ))
-            })?
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
-        let migrated = MIGRATOR
-            .run(&mut conn)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")));
+        {
+            Ok(_) => MIGRATOR
+                .run(&mut conn)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}"))),
+            Err(e) => Err(db_error(e)),
+        };
         let _ = conn.close().await;
         migrated?;
+        Ok(Self::pools(opts))
+    }
+
+    /// Opens an existing warrant database for reading only (offline tools): no
+    /// migrations, every session read-only, and a clear error when the database holds no
+    /// warrant schema. Write transactions fail.
+    pub async fn connect_read_only(url: &str) -> Result<Self> {
+        let opts = connect_options(url)?.options([("default_transaction_read_only", "on")]);
+        let mut conn = first_connection(&opts).await?;
+        let found: bool = sqlx::query_scalar("SELECT to_regclass('audit_head') IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(db_error)?;
+        let _ = conn.close().await;
+        if !found {
+            return Err(StoreError::Unavailable(
+                "the database holds no warrant schema (no audit log)".into(),
+            ));
+        }
+        Ok(Self::pools(opts))
+    }
+
+    fn pools(opts: PgConnectOptions) -> Self {
         let pools = PgPoolOptions::new()
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .min_connections(0);
-        Ok(PostgresStore {
+        PostgresStore {
             writer: pools
                 .clone()
                 .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
@@ -113,8 +139,26 @@ impl PostgresStore {
                 .max_connections(READ_CONNECTIONS)
                 .connect_lazy_with(opts.clone()),
             opts,
-        })
+        }
     }
+}
+
+fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?
+        .application_name("warrant")
+        .options(SESSION_OPTIONS))
+}
+
+async fn first_connection(opts: &PgConnectOptions) -> Result<PgConnection> {
+    tokio::time::timeout(CONNECT_TIMEOUT, opts.connect())
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL: no answer within {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
 }
 
 impl_store!(PostgresStore, Postgres, PgTx, {

@@ -1047,6 +1047,41 @@ async fn postgres_replicas_starting_together_migrate_once() {
     assert_eq!(verify_chain(&again).await, 2);
 }
 
+/// The offline tools' read-only mode: it never creates the schema, refuses a database
+/// without one, reads an existing one, and cannot write.
+#[tokio::test]
+async fn postgres_read_only_opens_only_an_existing_log_and_never_writes() {
+    let url = fresh_pg_database().await;
+    match PostgresStore::connect_read_only(&url).await {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("no warrant schema"), "{msg}"),
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("opened a database without a warrant schema"),
+    }
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "opening read-only created tables");
+
+    let writer = PostgresStore::connect(&url).await.unwrap();
+    append(&writer, 3, 1).await;
+    let reader = PostgresStore::connect_read_only(&url).await.unwrap();
+    assert_eq!(verify_chain(&reader).await, 3);
+    let mut tx = reader.begin_write().await.unwrap();
+    let mut head = tx
+        .load_chain_head()
+        .await
+        .unwrap_or_else(|_| ChainHead::default());
+    let record = head.seal(draft(9), 2);
+    let refused = tx.append_records(&[record]).await;
+    assert!(refused.is_err(), "a read-only session appended a record");
+    drop(tx);
+    assert_eq!(verify_chain(&writer).await, 3);
+}
+
 /// PostgreSQL also refuses TRUNCATE of the audit log.
 #[tokio::test]
 async fn postgres_refuses_truncating_the_audit_log() {
