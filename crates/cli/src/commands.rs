@@ -54,12 +54,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     data_dir,
                     database,
                     public_key,
+                    checkpoints,
                 },
             ..
-        } => match database {
-            Some(url) => crate::offline::verify_database(&url, public_key.as_deref()).await,
-            None => crate::offline::verify(&data_dir, public_key.as_deref()).await,
-        },
+        } => {
+            let kept = crate::offline::read_kept_checkpoints(&checkpoints)?;
+            match database {
+                Some(url) => {
+                    crate::offline::verify_database(&url, public_key.as_deref(), &kept).await
+                }
+                None => crate::offline::verify(&data_dir, public_key.as_deref(), &kept).await,
+            }
+        }
         Command::MigrateStore { from_data_dir, to } => {
             crate::migrate::migrate_store(&from_data_dir, &to).await
         }
@@ -447,8 +453,31 @@ async fn audit(o: &ClientOpts, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                 )
             });
         }
+        AuditCmd::Checkpoints { out } => {
+            let v = c.get("/v1/audit/checkpoints").await?;
+            let count = v.as_array().map_or(0, Vec::len);
+            let text = serde_json::to_string_pretty(&v)? + "\n";
+            match out {
+                None => print!("{text}"),
+                Some(path) => {
+                    write_replacing(&path, &text)?;
+                    eprintln!("{count} signed checkpoints written to {}", path.display());
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory and a rename, so
+/// a reader never sees half a file.
+fn write_replacing(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("`{}` is not a file path", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))
 }
 
 /// Recomputes the root from the leaf and the audit path.

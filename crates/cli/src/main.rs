@@ -279,6 +279,10 @@ pub enum AuditCmd {
         /// --database).
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Signed checkpoints kept outside the log (a file written by `warrant audit
+        /// checkpoints --out`; repeatable): the log must still match every one of them.
+        #[arg(long = "checkpoints", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
     },
     /// Show the newest records.
     Tail {
@@ -296,6 +300,13 @@ pub enum AuditCmd {
     Proof { seq: u64 },
     /// Make a signed checkpoint now.
     Checkpoint,
+    /// Export every signed checkpoint (JSON), to keep outside the database: `audit verify
+    /// --checkpoints FILE` then proves the log still matches them.
+    Checkpoints {
+        /// Write to this file (replaced atomically) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {

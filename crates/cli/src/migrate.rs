@@ -206,7 +206,7 @@ async fn migrate(source: &Source, target: &PostgresStore, url: &str) -> anyhow::
         })?;
 
     // The copy, as any verifier will see it.
-    let report = offline::verify_store(target, &[source.key])
+    let report = offline::verify_store(target, &[source.key], &[])
         .await
         .with_context(|| format!("cannot verify the copy in {shown}"))?;
     let source_root = state.head.tree.root();

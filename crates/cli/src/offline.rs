@@ -7,8 +7,9 @@
 use anyhow::{anyhow, bail, Context};
 use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use warrant_core::checkpoint::Checkpoint;
 use warrant_core::verify::{ChainVerifier, Report};
 use warrant_server::config::redact_url;
 use warrant_store::postgres::PostgresStore;
@@ -76,7 +77,11 @@ pub const LOG_ID_KEY: &str = "log_id";
 
 /// `audit verify --data-dir`: the embedded SQLite database of a data directory, checked
 /// against `public_key` or else the key in the data directory.
-pub async fn verify(data_dir: &Path, public_key: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub async fn verify(
+    data_dir: &Path,
+    public_key: Option<&Path>,
+    kept: &[Checkpoint],
+) -> anyhow::Result<ExitCode> {
     let db = data_dir.join("warrant.db");
     let store = SqliteStore::open_read_only(&db)
         .await
@@ -93,7 +98,7 @@ pub async fn verify(data_dir: &Path, public_key: Option<&Path>) -> anyhow::Resul
         }
     };
     let report = match warrant_server::keys::read_public_key(&key_path) {
-        Ok(key) => verify_store(&store, &[key]).await,
+        Ok(key) => verify_store(&store, &[key], kept).await,
         Err(e) => Err(e),
     };
     store.close().await;
@@ -102,7 +107,11 @@ pub async fn verify(data_dir: &Path, public_key: Option<&Path>) -> anyhow::Resul
 
 /// `audit verify --database`: a PostgreSQL database. Nothing in the database can vouch
 /// for the checkpoint key, so the pinned public key is required.
-pub async fn verify_database(url: &str, public_key: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub async fn verify_database(
+    url: &str,
+    public_key: Option<&Path>,
+    kept: &[Checkpoint],
+) -> anyhow::Result<ExitCode> {
     let shown = shown_url(url);
     let Some(key_path) = public_key else {
         bail!(
@@ -122,7 +131,7 @@ pub async fn verify_database(url: &str, public_key: Option<&Path>) -> anyhow::Re
         if log_id.is_none() {
             bail!("`{shown}` holds no warrant audit log (no log id): is it the right database?");
         }
-        verify_store(&store, &[key])
+        verify_store(&store, &[key], kept)
             .await
             .map_err(|e| anyhow!("{}", scrub(&format!("{e:#}"), url)))
     }
@@ -225,13 +234,67 @@ pub fn records_bar(len: u64, verb: &str) -> ProgressBar {
     bar
 }
 
+/// Reads signed checkpoints kept outside the log: files written by `warrant audit
+/// checkpoints --out` (a JSON array as served by `GET /v1/audit/checkpoints`). Each is
+/// rebuilt from its signed text, so only what the signature covers is believed.
+pub fn read_kept_checkpoints(paths: &[PathBuf]) -> anyhow::Result<Vec<Checkpoint>> {
+    use base64::Engine as _;
+    let mut kept = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        let items: Vec<serde_json::Value> = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "`{}` is not a JSON array of checkpoints (as written by `warrant audit checkpoints --out`)",
+                path.display()
+            )
+        })?;
+        for (n, item) in items.iter().enumerate() {
+            let field = |name: &str| {
+                item.get(name)
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| anyhow!("`{}`: checkpoint {n} has no `{name}`", path.display()))
+            };
+            let signature: [u8; 64] = base64::engine::general_purpose::STANDARD
+                .decode(field("signature")?)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "`{}`: checkpoint {n}: `signature` is not a base64 Ed25519 signature",
+                        path.display()
+                    )
+                })?;
+            let cp = Checkpoint::from_signed_message(
+                field("signed_message")?,
+                field("key_id")?,
+                signature,
+            )
+            .map_err(|e| anyhow!("`{}`: checkpoint {n}: {e}", path.display()))?;
+            kept.push(cp);
+        }
+    }
+    Ok(kept)
+}
+
 /// Verifies the audit chain in `store`: streams every record, in chunks, through a
-/// [`ChainVerifier`] holding the stored checkpoints and the trusted `keys`, and checks
-/// the log against the size its head claims. The one verification `audit verify` (both
-/// backends) and `migrate-store` run.
-pub async fn verify_store(store: &dyn Store, keys: &[VerifyingKey]) -> anyhow::Result<Report> {
+/// [`ChainVerifier`] holding the stored checkpoints, the checkpoints `kept` outside the
+/// log, and the trusted `keys`, and checks the log against the size its head claims. A
+/// kept checkpoint the log no longer matches (rewritten, truncated, restored from an
+/// older backup) is a finding even when the log's own checkpoints were replaced. The one
+/// verification `audit verify` (both backends) and `migrate-store` run.
+pub async fn verify_store(
+    store: &dyn Store,
+    keys: &[VerifyingKey],
+    kept: &[Checkpoint],
+) -> anyhow::Result<Report> {
     let head = store.audit_head().await.map_err(|e| anyhow!("{e}"))?;
-    let checkpoints = store.checkpoints().await.map_err(|e| anyhow!("{e}"))?;
+    let mut checkpoints = store.checkpoints().await.map_err(|e| anyhow!("{e}"))?;
+    for cp in kept {
+        if !checkpoints.contains(cp) {
+            checkpoints.push(cp.clone());
+        }
+    }
     let mut verifier = ChainVerifier::new(checkpoints, keys);
 
     let bar = records_bar(head.tree.size(), "verifying");

@@ -441,3 +441,125 @@ async fn verify_of_a_missing_data_dir_fails_clearly() {
         "verify must not create the data directory"
     );
 }
+
+/// Copies a stopped server's data directory (a file-level backup).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// An older backup put back in place is a consistent log of its own (verify passes on
+/// it alone), and so is a log whose tail was cut and whose own checkpoints were dropped;
+/// the checkpoints exported with `audit checkpoints --out` and kept elsewhere catch both.
+#[tokio::test]
+async fn checkpoints_kept_outside_catch_a_restored_or_cut_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = build_log(dir.path()).await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), backup.path());
+
+    // More happens after the backup; its checkpoints are exported and kept elsewhere.
+    let mut server = Server::start(dir.path());
+    let c = server.client();
+    for i in 0..5 {
+        create_identity(&c, &format!("after-backup-{i}"), "dev", &[]).await;
+    }
+    c.checkpoint().await.expect("checkpoint");
+    let kept = tempfile::tempdir().unwrap();
+    let kept_file = kept.path().join("checkpoints.json");
+    let o = cli(
+        Some(&server),
+        &["audit", "checkpoints", "--out", kept_file.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&kept_file).unwrap()).unwrap();
+    let latest = exported.as_array().unwrap().last().unwrap()["size"]
+        .as_u64()
+        .unwrap();
+    assert!(latest > n, "the export holds the newest checkpoint");
+    server.stop();
+    let k = kept_file.to_str().unwrap();
+
+    // The live log matches what was kept.
+    let (code, out, err) = verify(dir.path(), &["--checkpoints", k]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+
+    // The restored backup verifies alone, but not against the kept checkpoints.
+    let (code, out, err) = verify(backup.path(), &[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "the backup is consistent on its own:\n{out}\n{err}"
+    );
+    let (code, out, _) = verify(backup.path(), &["--checkpoints", k]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "a signed checkpoint covers {latest} records but the log ends at {n}"
+        )),
+        "{out}"
+    );
+
+    // Cut the tail and drop every checkpoint that would tell: consistent alone again.
+    let mut conn = open_tamper(dir.path()).await;
+    exec(
+        &mut conn,
+        &format!("DELETE FROM audit_records WHERE seq >= {n}"),
+    )
+    .await;
+    exec(
+        &mut conn,
+        &format!("DELETE FROM checkpoints WHERE size > {n}"),
+    )
+    .await;
+    let leaves: Vec<Hash> = records(&mut conn)
+        .await
+        .iter()
+        .map(|r| r.leaf_hash)
+        .collect();
+    store_head(&mut conn, &leaves).await;
+    conn.close().await.unwrap();
+    let (code, out, err) = verify(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let (code, out, _) = verify(dir.path(), &["--checkpoints", k]);
+    assert_eq!(
+        code,
+        Some(1),
+        "the kept checkpoints must catch the cut:\n{out}"
+    );
+
+    // A kept checkpoint whose signed text was altered is refused, not believed.
+    let forged = std::fs::read_to_string(&kept_file)
+        .unwrap()
+        .replacen("\\nsize ", "\\nsize 9", 1);
+    let forged_file = kept.path().join("forged.json");
+    std::fs::write(&forged_file, forged).unwrap();
+    let (code, out, _) = verify(
+        backup.path(),
+        &["--checkpoints", forged_file.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("signature"), "{out}");
+
+    // Not a checkpoint file: a clear error, no panic.
+    std::fs::write(kept.path().join("junk.json"), "{\"not\": \"a list\"}").unwrap();
+    let (code, out, err) = verify(
+        backup.path(),
+        &[
+            "--checkpoints",
+            kept.path().join("junk.json").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(err.contains("not a JSON array of checkpoints"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
