@@ -4,6 +4,10 @@
 #   bash scripts/pg-test-server.sh start   # prints the server URL
 #   bash scripts/pg-test-server.sh url     # prints it again
 #   bash scripts/pg-test-server.sh stop    # stops the server and removes its directory
+#   bash scripts/pg-test-server.sh halt    # stops the server (fast), keeps its directory,
+#                                          # port and URL (to test a database outage)
+#   bash scripts/pg-test-server.sh resume  # starts a halted server again from its kept
+#                                          # directory on the same port; prints the URL
 #
 # The server lives in $WARRANT_PG_DIR (default /tmp/warrant-pg-test); give each concurrent
 # user its own directory. It listens on a free port of 127.0.0.1 only, its unix socket is
@@ -58,6 +62,25 @@ url() {
     cat "$DIR/url"
 }
 
+# The port of the server's URL (postgres://postgres@127.0.0.1:PORT/postgres).
+url_port() {
+    local u port
+    u=$(url)
+    port=${u##*:}
+    port=${port%%/*}
+    case "$port" in
+        '' | *[!0-9]*) die "no port in $u" ;;
+    esac
+    echo "$port"
+}
+
+# Starts the server of $DIR/data on 127.0.0.1:$1 and waits until it accepts connections.
+pg_start() {
+    as_owner "$PG_BIN/pg_ctl" start -w -t 60 -D "$DIR/data" -l "$DIR/server.log" -o \
+        "-c listen_addresses=127.0.0.1 -p $1 -c unix_socket_directories=$DIR/sock -c fsync=on -c max_connections=300" \
+        >/dev/null 2>&1
+}
+
 running() {
     [ -f "$DIR/data/postmaster.pid" ] && as_owner "$PG_BIN/pg_ctl" status -D "$DIR/data" >/dev/null 2>&1
 }
@@ -78,9 +101,7 @@ start() {
     local port attempt
     for attempt in 1 2 3 4 5; do
         port=$(free_port)
-        if as_owner "$PG_BIN/pg_ctl" start -w -t 60 -D "$DIR/data" -l "$DIR/server.log" -o \
-            "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$DIR/sock -c fsync=on -c max_connections=300" \
-            >/dev/null 2>&1; then
+        if pg_start "$port"; then
             echo "postgres://postgres@127.0.0.1:$port/postgres" >"$DIR/url"
             url
             return 0
@@ -98,9 +119,37 @@ stop() {
     rm -rf "$DIR"
 }
 
+# Stops the server like a crash of the database would look to its clients (fast shutdown:
+# sessions are terminated, open transactions roll back) but keeps everything to resume.
+halt() {
+    [ -f "$DIR/url" ] && [ -d "$DIR/data" ] || die "no test server in $DIR (run: $0 start)"
+    if running; then
+        as_owner "$PG_BIN/pg_ctl" stop -D "$DIR/data" -m fast -w -t 60 >/dev/null 2>&1 ||
+            die "pg_ctl stop failed"
+    fi
+}
+
+# Starts a halted server again, on the port of its URL (so clients reconnect to the same
+# address). Fails if something else took that port meanwhile.
+resume() {
+    ensure_binaries
+    [ -f "$DIR/url" ] && [ -d "$DIR/data" ] || die "no halted test server in $DIR (run: $0 start)"
+    if ! running; then
+        local port
+        port=$(url_port)
+        pg_start "$port" || {
+            tail -n 20 "$DIR/server.log" >&2 || true
+            die "the server did not start again on port $port; log: $DIR/server.log"
+        }
+    fi
+    url
+}
+
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
     url) url ;;
-    *) die "usage: $0 start|stop|url" ;;
+    halt) halt ;;
+    resume) resume ;;
+    *) die "usage: $0 start|stop|url|halt|resume" ;;
 esac

@@ -280,7 +280,8 @@ pub enum AuditCmd {
         #[arg(long)]
         public_key: Option<PathBuf>,
         /// Signed checkpoints kept outside the log (a file written by `warrant audit
-        /// checkpoints --out`; repeatable): the log must still match every one of them.
+        /// checkpoints --out` or `warrant audit checkpoint -o json`; repeatable): the log
+        /// must still match every one of them.
         #[arg(long = "checkpoints", value_name = "FILE")]
         checkpoints: Vec<PathBuf>,
     },

@@ -235,7 +235,8 @@ pub fn records_bar(len: u64, verb: &str) -> ProgressBar {
 }
 
 /// Reads signed checkpoints kept outside the log: files written by `warrant audit
-/// checkpoints --out` (a JSON array as served by `GET /v1/audit/checkpoints`). Each is
+/// checkpoints --out` (a JSON array as served by `GET /v1/audit/checkpoints`) or single
+/// checkpoints (`warrant audit checkpoint -o json`). Each is
 /// rebuilt from its signed text, so only what the signature covers is believed.
 pub fn read_kept_checkpoints(paths: &[PathBuf]) -> anyhow::Result<Vec<Checkpoint>> {
     use base64::Engine as _;
@@ -243,12 +244,17 @@ pub fn read_kept_checkpoints(paths: &[PathBuf]) -> anyhow::Result<Vec<Checkpoint
     for path in paths {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read `{}`", path.display()))?;
-        let items: Vec<serde_json::Value> = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "`{}` is not a JSON array of checkpoints (as written by `warrant audit checkpoints --out`)",
+        let not_checkpoints = || {
+            anyhow!(
+                "`{}` is not a JSON array of checkpoints (as written by `warrant audit checkpoints --out`) or one checkpoint (`warrant audit checkpoint -o json`)",
                 path.display()
             )
-        })?;
+        };
+        let items = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Array(items)) => items,
+            Ok(one) if one.get("signed_message").is_some() => vec![one],
+            _ => return Err(not_checkpoints()),
+        };
         for (n, item) in items.iter().enumerate() {
             let field = |name: &str| {
                 item.get(name)

@@ -54,6 +54,14 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, opts: Options) -> Server {
+        let server = Self::spawn_with(data_dir, opts);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts `warrant serve` like [`Server::start_with`] but does not wait until it is
+    /// ready (for a server that is expected to refuse to start: see [`Server::wait_exit`]).
+    pub fn spawn_with(data_dir: &Path, opts: Options) -> Server {
         let port = free_port();
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
@@ -86,15 +94,39 @@ impl Server {
                 }
             });
         }
-        let server = Server {
+        Server {
             child: Some(child),
             log,
             port,
             data_dir: data_dir.to_owned(),
             url: format!("http://127.0.0.1:{port}"),
-        };
-        server.wait_ready();
-        server
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; returns its exit status,
+    /// or `None` when it is still running then (it is left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    // Give the drain thread a moment to read the last lines.
+                    std::thread::sleep(Duration::from_millis(100));
+                    return Some(status);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     fn wait_ready(&self) {

@@ -561,5 +561,17 @@ async fn checkpoints_kept_outside_catch_a_restored_or_cut_log() {
     );
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(err.contains("not a JSON array of checkpoints"), "{err}");
+    // A single checkpoint (`audit checkpoint -o json`) is read too.
+    let one = exported.as_array().unwrap().last().unwrap().to_string();
+    std::fs::write(kept.path().join("one.json"), one).unwrap();
+    let (code, out, _) = verify(
+        backup.path(),
+        &[
+            "--checkpoints",
+            kept.path().join("one.json").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains(&format!("covers {latest} records")), "{out}");
     assert!(!err.contains("panicked"), "{err}");
 }
