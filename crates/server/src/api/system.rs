@@ -15,6 +15,8 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Readiness: the audit writer runs and the database answers.
 #[utoipa::path(get, operation_id = "readyz", path = "/readyz", tag = "system",
     responses((status = 200, description = "ready", body = Value),
@@ -23,11 +25,18 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     if !state.writer.is_running() {
         return Err(ApiError::unavailable("audit writer is not running"));
     }
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|_| ApiError::unavailable("database does not answer"))?;
+    // A health check must answer quickly: a database that takes longer than this to
+    // answer `SELECT 1` counts as down (the pool's own wait is longer).
+    match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(ApiError::unavailable("database does not answer")),
+        Err(_) => {
+            return Err(ApiError::unavailable(format!(
+                "database did not answer within {} s",
+                READY_TIMEOUT.as_secs()
+            )))
+        }
+    }
     Ok(Json(json!({
         "status": "ready",
         "policy_version": state.snapshot.load().policy_version,
