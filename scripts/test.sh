@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: starts a throw-away PostgreSQL server (scripts/pg-test-server.sh)
-# for the PostgreSQL storage tests, runs `cargo test --workspace "$@"`, and stops the
-# server again on every exit, also when tests fail; exits with cargo's status.
+# for the PostgreSQL tests, runs `cargo test --workspace "$@"` (without arguments, then
+# the backend-neutral integration tests once more with the servers on PostgreSQL), and
+# stops the server again on every exit, also when tests fail; exits non-zero if any run
+# failed.
 # Arguments go to cargo; with a package (`bash scripts/test.sh -p warrant-store`) only that
 # package is tested.
 set -euo pipefail
@@ -30,4 +32,13 @@ done
 
 status=0
 cargo test ${scope[@]+"${scope[@]}"} "$@" || status=$?
+
+# The whole suite (no arguments) also runs the backend-neutral integration tests a second
+# time with every server on PostgreSQL (one database per data directory): every capability
+# must behave exactly as on SQLite.
+if [ "$#" -eq 0 ]; then
+    echo "--- integration tests again, every server on PostgreSQL ---" >&2
+    WARRANT_IT_BACKEND=postgres cargo test -p warrant --test it -- e2e:: bad_input:: openapi:: ||
+        status=$?
+fi
 exit "$status"

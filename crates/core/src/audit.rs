@@ -164,7 +164,17 @@ impl ChainHead {
     }
 
     /// Seals a draft into the next record and advances the head.
-    pub fn seal(&mut self, draft: RecordDraft, ts_ms: Millis) -> AuditRecord {
+    ///
+    /// Control characters in the actor, subject and payload (a principal reference taken
+    /// verbatim from a request, say) are replaced by `\u{…}` escapes first: every backend
+    /// stores the same text (PostgreSQL refuses NUL in text), and a record never carries a
+    /// raw terminal escape or line break into logs and reports.
+    pub fn seal(&mut self, mut draft: RecordDraft, ts_ms: Millis) -> AuditRecord {
+        for text in [&mut draft.actor, &mut draft.subject, &mut draft.payload] {
+            if text.chars().any(char::is_control) {
+                *text = escape_controls(text);
+            }
+        }
         let seq = self.tree.size();
         let kind = draft.kind.as_str().to_owned();
         let leaf = leaf_hash(&leaf_bytes(
@@ -189,9 +199,49 @@ impl ChainHead {
     }
 }
 
+/// `text` with every control character as a `\u{…}` escape (the backslash itself is
+/// left alone: the escape is for display and storage, not meant to be reversed).
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_before_hashing() {
+        let mut head = ChainHead::default();
+        let draft = RecordDraft {
+            kind: RecordKind::Decision,
+            actor: "admin:t".into(),
+            subject: "identity:bot\0\x1b[31m".into(),
+            payload: "{\"a\":\"line\nbreak\"}".into(),
+        };
+        let r = head.seal(draft, 1);
+        assert_eq!(r.subject, "identity:bot\\u{0}\\u{1b}[31m");
+        assert_eq!(r.payload, "{\"a\":\"line\\u{a}break\"}");
+        assert!(!r
+            .subject
+            .chars()
+            .chain(r.payload.chars())
+            .any(char::is_control));
+        // What is stored is what is hashed.
+        assert_eq!(
+            r.leaf_hash,
+            leaf_hash(&leaf_bytes(
+                r.seq, r.ts_ms, &r.kind, &r.actor, &r.subject, &r.payload
+            ))
+        );
+    }
 
     #[test]
     fn kinds_round_trip() {

@@ -93,6 +93,13 @@ fn domain_err(e: IdentityError) -> WriteError {
     }
 }
 
+fn name_taken(identity: &Identity) -> WriteError {
+    WriteError::Conflict(format!(
+        "an identity named `{}` already exists in environment `{}` (names of retired identities are never reused)",
+        identity.name, identity.environment
+    ))
+}
+
 pub fn identity_json(i: &Identity) -> serde_json::Value {
     json!({
         "id": i.id,
@@ -157,6 +164,16 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
             let identity = new
                 .into_identity(id, ctx.trust_domain, ctx.now)
                 .map_err(domain_err)?;
+            // Checked first, so the answer names the rule a user most likely broke, on
+            // every backend (which unique index a database checks first differs).
+            if tx
+                .identity_named(&identity.name, &identity.environment)
+                .await
+                .map_err(store_err)?
+                .is_some()
+            {
+                return Err(name_taken(&identity));
+            }
             match tx.insert_identity(&identity).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict(Unique::SpiffeId)) => {
@@ -166,10 +183,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                     )))
                 }
                 Err(StoreError::Conflict(Unique::NameEnvironment)) => {
-                    return Err(WriteError::Conflict(format!(
-                        "an identity named `{}` already exists in environment `{}` (names of retired identities are never reused)",
-                        identity.name, identity.environment
-                    )))
+                    return Err(name_taken(&identity))
                 }
                 Err(StoreError::Conflict(Unique::Other(m))) => {
                     return Err(WriteError::Conflict(format!("identity conflicts with an existing one: {m}")))

@@ -174,6 +174,8 @@ pub trait WriteTx: Send {
     async fn insert_checkpoint(&mut self, cp: &Checkpoint) -> Result<()>;
 
     async fn get_identity(&mut self, id: &str) -> Result<Option<Identity>>;
+    /// The identity with this name in this environment, retired ones included.
+    async fn identity_named(&mut self, name: &str, environment: &str) -> Result<Option<Identity>>;
     async fn insert_identity(&mut self, identity: &Identity) -> Result<()>;
     async fn update_identity(&mut self, identity: &Identity) -> Result<()>;
     /// Records last-used times (only ever moves them forward).

@@ -35,6 +35,13 @@ pub(crate) fn db_error(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Text with a NUL character matches nothing stored: PostgreSQL cannot even hold it (it
+/// refuses such a parameter), so reads answer "nothing" on every backend alike instead
+/// of failing.
+pub(crate) fn has_nul(s: &str) -> bool {
+    s.contains('\0')
+}
+
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
@@ -262,6 +269,9 @@ macro_rules! impl_store {
             }
 
             async fn get_identity(&self, id: &str) -> $crate::Result<Option<Identity>> {
+                if $crate::sql::has_nul(id) {
+                    return Ok(None);
+                }
                 sqlx::query("SELECT * FROM identities WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&self.pool)
@@ -273,6 +283,13 @@ macro_rules! impl_store {
                 &self,
                 f: &$crate::IdentityFilter,
             ) -> $crate::Result<Vec<Identity>> {
+                if [&f.kind, &f.environment, &f.state, &f.owner, &f.after]
+                    .into_iter()
+                    .flatten()
+                    .any(|v| $crate::sql::has_nul(v))
+                {
+                    return Ok(vec![]);
+                }
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM identities WHERE 1=1");
                 for (column, value) in [
                     (" AND kind = ", &f.kind),
@@ -342,6 +359,13 @@ macro_rules! impl_store {
                 &self,
                 f: &$crate::AuditFilter,
             ) -> $crate::Result<Vec<AuditRecord>> {
+                if [&f.kind, &f.actor, &f.subject]
+                    .into_iter()
+                    .flatten()
+                    .any(|v| $crate::sql::has_nul(v))
+                {
+                    return Ok(vec![]);
+                }
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM audit_records WHERE 1=1");
                 for (column, value) in [
                     (" AND kind = ", &f.kind),
@@ -525,6 +549,9 @@ macro_rules! impl_write_tx {
             }
 
             async fn get_token(&mut self, id: &str) -> $crate::Result<Option<$crate::TokenRow>> {
+                if $crate::sql::has_nul(id) {
+                    return Ok(None);
+                }
                 sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *self.tx)
@@ -547,8 +574,27 @@ macro_rules! impl_write_tx {
             }
 
             async fn get_identity(&mut self, id: &str) -> $crate::Result<Option<Identity>> {
+                if $crate::sql::has_nul(id) {
+                    return Ok(None);
+                }
                 sqlx::query("SELECT * FROM identities WHERE id = $1")
                     .bind(id)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .decode_with($crate::sql::identity_from_row)
+            }
+
+            async fn identity_named(
+                &mut self,
+                name: &str,
+                environment: &str,
+            ) -> $crate::Result<Option<Identity>> {
+                if $crate::sql::has_nul(name) || $crate::sql::has_nul(environment) {
+                    return Ok(None);
+                }
+                sqlx::query("SELECT * FROM identities WHERE name = $1 AND environment = $2")
+                    .bind(name)
+                    .bind(environment)
                     .fetch_optional(&mut *self.tx)
                     .await
                     .decode_with($crate::sql::identity_from_row)

@@ -698,6 +698,32 @@ async fn out_of_range_numbers_find_nothing(b: Backend) {
     assert_eq!(store.audit_record(u64::MAX).await.unwrap(), None);
     assert_eq!(store.policy_version(u64::MAX).await.unwrap(), None);
     assert_eq!(store.get_identity("").await.unwrap(), None);
+    // Text no backend can hold (PostgreSQL refuses NUL) finds nothing, on both alike.
+    assert_eq!(store.get_identity("idn_\0").await.unwrap(), None);
+    let none = store
+        .list_identities(&IdentityFilter {
+            owner: Some("a\0".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let none = store
+        .audit_records(&AuditFilter {
+            subject: Some("identity:\0".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.get_identity("\0").await.unwrap(), None);
+    assert_eq!(tx.get_token("\0").await.unwrap(), None);
+    // The transaction is still usable afterwards.
+    tx.load_chain_head().await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 async fn changes_since_lists_every_change_but_no_decision(b: Backend) {

@@ -1007,6 +1007,19 @@ fn authorize_cases(f: &Fixture) -> Vec<Case> {
             .expect(400, "invalid_request", "resource"),
         auth("principal is a number", with(ok.clone(), "principal", json!(1)))
             .expect(400, "invalid_request", "principal"),
+        // Longer than any SPIFFE ID, and incompressible: it would not fit PostgreSQL's
+        // index on the record subject, so it must be refused before the audit append.
+        auth(
+            "principal longer than a SPIFFE ID",
+            with(
+                ok.clone(),
+                "principal",
+                json!((0..3000u32)
+                    .map(|i| char::from(b'a' + ((i * 7919 + i / 26) % 26) as u8))
+                    .collect::<String>()),
+            ),
+        )
+        .expect(400, "invalid_request", "at most 2048"),
         auth("action without namespace", with(ok.clone(), "action", json!("read")))
             .expect(400, "invalid_request", "invalid action"),
         auth("action uid unterminated", with(ok.clone(), "action", json!("App::Action::\"read")))
@@ -1338,15 +1351,8 @@ async fn every_endpoint_refuses_bad_input_with_a_json_error_and_keeps_state() {
         !stderr_log.contains("panicked"),
         "server panicked:\n{stderr_log}"
     );
-    let out = cli(
-        None,
-        &[
-            "audit",
-            "verify",
-            "--data-dir",
-            dir.path().to_str().expect("utf-8 path"),
-        ],
-    );
+    let args = verify_args(dir.path());
+    let out = cli(None, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         out.status.success(),
         "audit verify failed after the bad-input table:\n{}\n{}",
@@ -1879,15 +1885,8 @@ async fn random_json_bodies_never_cause_a_server_error() {
 
     let log = server.stop();
     assert!(!log.contains("panicked"), "server panicked:\n{log}");
-    let out = cli(
-        None,
-        &[
-            "audit",
-            "verify",
-            "--data-dir",
-            dir.path().to_str().expect("utf-8 path"),
-        ],
-    );
+    let args = verify_args(dir.path());
+    let out = cli(None, &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         out.status.success(),
         "audit verify failed after the fuzz:\n{}\n{}",

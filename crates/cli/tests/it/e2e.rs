@@ -59,10 +59,9 @@ async fn all_records(c: &Client, kind: Option<&str>) -> Vec<Value> {
 }
 
 fn verify_offline(data_dir: &Path) -> (bool, String, String) {
-    let o = cli(
-        None,
-        &["audit", "verify", "--data-dir", data_dir.to_str().unwrap()],
-    );
+    let args = verify_args(data_dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = cli(None, &args);
     (o.status.success(), stdout(&o), stderr(&o))
 }
 
@@ -456,7 +455,7 @@ async fn restart_keeps_state_and_continues_the_log() {
     assert!(!log.contains("panicked"), "{log}");
     assert_verifies(dir.path());
     // A clean stop signs a final checkpoint covering the whole log.
-    let (head, cp) = head_and_last_checkpoint(&server.db_path()).await;
+    let (head, cp) = head_and_last_checkpoint(&server.data_dir).await;
     assert_eq!(head, max_before + 1);
     assert_eq!(cp, head, "no final checkpoint at shutdown");
 
@@ -1039,43 +1038,28 @@ async fn env_admin_token_is_required_and_wrong_tokens_refused() {
     }
 }
 
-/// (audit head size, size of the largest checkpoint), read from the file.
-async fn head_and_last_checkpoint(db: &Path) -> (u64, u64) {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true)
-        .connect()
-        .await
-        .expect("open db");
-    let head: i64 = sqlx::query_scalar("SELECT size FROM audit_head WHERE id = 1")
-        .fetch_one(&mut conn)
+/// (audit head size, size of the largest checkpoint), read from the database.
+async fn head_and_last_checkpoint(data_dir: &Path) -> (u64, u64) {
+    // (`$1 = $1` only gives the one-parameter helper its parameter.)
+    let head = db_scalar(data_dir, "SELECT size FROM audit_head WHERE $1 = $1", "")
         .await
         .unwrap();
-    let cp: Option<i64> = sqlx::query_scalar("SELECT MAX(size) FROM checkpoints")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    let _ = sqlx::Connection::close(conn).await;
+    let cp = db_scalar(
+        data_dir,
+        "SELECT MAX(size) FROM checkpoints WHERE $1 = $1",
+        "",
+    )
+    .await;
     (head as u64, cp.unwrap_or(0) as u64)
 }
 
-async fn db_last_used(db: &Path, id: &str) -> Option<i64> {
-    use sqlx::{ConnectOptions, Row};
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true)
-        .connect()
-        .await
-        .expect("open db");
-    let row = sqlx::query("SELECT last_used_ms FROM identities WHERE id = ?")
-        .bind(id)
-        .fetch_one(&mut conn)
-        .await
-        .expect("identity row");
-    let v: Option<i64> = row.get(0);
-    let _ = sqlx::Connection::close(conn).await;
-    v
+async fn db_last_used(data_dir: &Path, id: &str) -> Option<i64> {
+    db_scalar(
+        data_dir,
+        "SELECT last_used_ms FROM identities WHERE id = $1",
+        id,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -1092,7 +1076,7 @@ async fn last_used_at_is_tracked_and_flushed() {
     // The periodic flush (every 10 s) writes it to the store without a stop.
     c.authorize(&read_req(&flushed, 1)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(25);
-    while db_last_used(&server.db_path(), &flushed).await.is_none() {
+    while db_last_used(&server.data_dir, &flushed).await.is_none() {
         assert!(
             Instant::now() < deadline,
             "last_used_ms not flushed to the store within 25 s"
@@ -1122,8 +1106,8 @@ async fn last_used_at_is_tracked_and_flushed() {
 
     // A clean stop flushes it; after a restart it is still there.
     server.stop();
-    assert!(db_last_used(&server.db_path(), &used).await.is_some());
-    assert!(db_last_used(&server.db_path(), &idle).await.is_none());
+    assert!(db_last_used(&server.data_dir, &used).await.is_some());
+    assert!(db_last_used(&server.data_dir, &idle).await.is_none());
     let server = Server::start(dir.path());
     let c = server.client();
     assert_eq!(

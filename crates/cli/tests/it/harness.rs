@@ -69,7 +69,9 @@ impl Server {
             .arg(data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .args(backend_args(data_dir, &opts.extra_args))
             .args(&opts.extra_args)
+            .env_remove("WARRANT_DATABASE")
             .env_remove("WARRANT_ADMIN_TOKEN")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -194,6 +196,108 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The backend servers started here run on. By default the embedded SQLite database in
+/// their data directory; with `WARRANT_IT_BACKEND=postgres` (set by `scripts/test.sh` for a
+/// second pass over the backend-neutral modules: `e2e`, `bad_input`, `openapi`) each data
+/// directory gets a PostgreSQL database of its own on the suite's server, kept across
+/// restarts of that data directory. (Modules that edit the SQLite file itself — `tamper`,
+/// `durability` — only run on SQLite.)
+pub fn on_postgres() -> bool {
+    std::env::var("WARRANT_IT_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+const DATABASE_MARKER: &str = ".it-database-url";
+
+/// The PostgreSQL database of a data directory in the PostgreSQL pass (created on first use).
+pub fn database_of(data_dir: &Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let marker = data_dir.join(DATABASE_MARKER);
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return Some(url);
+    }
+    // The tests call this from inside their own runtime: create the database on a
+    // thread with a runtime of its own.
+    let url = std::thread::spawn(|| {
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(super::pg::fresh_database())
+    })
+    .join()
+    .expect("create a database");
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    std::fs::write(&marker, &url).expect("write database marker");
+    Some(url)
+}
+
+fn backend_args(data_dir: &Path, extra_args: &[String]) -> Vec<String> {
+    if extra_args.iter().any(|a| a == "--database") {
+        return vec![];
+    }
+    match database_of(data_dir) {
+        Some(url) => vec!["--database".into(), url],
+        None => vec![],
+    }
+}
+
+/// `audit verify` arguments for a data directory's log, on either backend.
+pub fn verify_args(data_dir: &Path) -> Vec<String> {
+    match database_of(data_dir) {
+        Some(url) => vec![
+            "audit".into(),
+            "verify".into(),
+            "--database".into(),
+            url,
+            "--public-key".into(),
+            data_dir
+                .join("keys/audit-signing-key.pub.pem")
+                .to_string_lossy()
+                .into_owned(),
+        ],
+        None => vec![
+            "audit".into(),
+            "verify".into(),
+            "--data-dir".into(),
+            data_dir.to_string_lossy().into_owned(),
+        ],
+    }
+}
+
+/// One integer from the data directory's database (SQLite file or PostgreSQL), read
+/// directly, bypassing the server. `sql` uses `$1` for its one text parameter.
+pub async fn db_scalar(data_dir: &Path, sql: &str, param: &str) -> Option<i64> {
+    use sqlx::Connection;
+    match database_of(data_dir) {
+        Some(url) => {
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            let v = sqlx::query_scalar::<_, Option<i64>>(sql)
+                .bind(param)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let _ = conn.close().await;
+            v
+        }
+        None => {
+            use sqlx::ConnectOptions;
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(data_dir.join("warrant.db"))
+                .read_only(true)
+                .connect()
+                .await
+                .expect("open db");
+            let v = sqlx::query_scalar::<_, Option<i64>>(sql)
+                .bind(param)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let _ = conn.close().await;
+            v
+        }
     }
 }
 

@@ -121,6 +121,8 @@ enum ContextInAudit<'a> {
 }
 
 pub const MAX_BATCH: usize = 100;
+/// The longest principal reference accepted (the SPIFFE limit for an ID).
+pub const MAX_PRINCIPAL_BYTES: usize = 2048;
 const MAX_CONTEXT_IN_AUDIT: usize = 4096;
 
 fn deny(reason: String) -> (Decision, String) {
@@ -134,6 +136,14 @@ pub fn decide(
     caller: &Caller,
     req: &AuthorizeRequest,
 ) -> Result<(AuthorizeResponse, RecordDraft), ApiError> {
+    if req.principal.len() > MAX_PRINCIPAL_BYTES {
+        // No identity id or SPIFFE ID is longer (SPIFFE caps IDs at 2048 bytes); the
+        // reference goes into the audit record's indexed subject, so it stays bounded.
+        return Err(ApiError::bad_request(format!(
+            "`principal` is {} bytes; an identity id or SPIFFE ID is at most {MAX_PRINCIPAL_BYTES}",
+            req.principal.len()
+        )));
+    }
     let started = Instant::now();
     let snap = state.snapshot.load();
     let entry = snap.principal(&req.principal);
