@@ -44,22 +44,35 @@ pub struct Outcome {
 /// Same chunk size as `warrant audit verify`.
 const CHUNK: u32 = 5000;
 
-struct AppendRun {
-    per_sec: f64,
-    batch: BatchStats,
-    hist: hdrhistogram::Histogram<u64>,
+pub(crate) struct AppendRun {
+    pub per_sec: f64,
+    pub batch: BatchStats,
+    pub hist: hdrhistogram::Histogram<u64>,
 }
 
-/// Appends `records` decision records through a fresh writer into `db`, then signs a
-/// checkpoint and stops the writer.
+/// Appends `records` decision records through a fresh writer into a new SQLite database
+/// at `db` (`Durability::Full`), then signs a checkpoint and stops the writer.
 async fn append(db: &Path, opts: Opts, key: &SigningKey) -> anyhow::Result<AppendRun> {
     let sqlite = Arc::new(SqliteStore::open(db, Durability::Full).await?);
-    let store: Arc<dyn Store> = sqlite.clone();
+    let run = append_to(sqlite.clone(), opts, key).await;
+    sqlite.close().await;
+    run
+}
+
+/// Appends `records` decision records through a fresh writer (`Writer::spawn`, as
+/// `Server::start` does) into `store`, from `opts.tasks` concurrent tasks, one record per
+/// `Writer::append`; then signs a checkpoint and stops the writer. The store must be empty.
+pub(crate) async fn append_to(
+    store: Arc<dyn Store>,
+    opts: Opts,
+    key: &SigningKey,
+) -> anyhow::Result<AppendRun> {
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(
         Arc::new(PolicyBundle::empty()),
         0,
     )));
     let metrics = Arc::new(Metrics::new());
+    let synced_size = store.audit_head().await?.tree.size();
     let (writer, writer_task) = Writer::spawn(
         store.clone(),
         snapshot,
@@ -70,7 +83,7 @@ async fn append(db: &Path, opts: Opts, key: &SigningKey) -> anyhow::Result<Appen
             max_batch: warrant_server::Config::default().max_batch,
             origin: "warrant/bench".into(),
             trust_domain: "warrant.local".into(),
-            synced_size: 0,
+            synced_size,
         },
     );
 
@@ -113,8 +126,6 @@ async fn append(db: &Path, opts: Opts, key: &SigningKey) -> anyhow::Result<Appen
         .map_err(|e| anyhow!("checkpoint: {e}"))?;
     drop(writer);
     let _ = tokio::time::timeout(Duration::from_secs(30), writer_task).await;
-    drop(store);
-    sqlite.close().await;
     Ok(AppendRun {
         per_sec: opts.records as f64 / elapsed.as_secs_f64(),
         batch,
@@ -125,10 +136,21 @@ async fn append(db: &Path, opts: Opts, key: &SigningKey) -> anyhow::Result<Appen
 /// Reads every record back through the store, in chunks as the verifier does.
 async fn read_all(db: &Path, expected: u64) -> anyhow::Result<Vec<AuditRecord>> {
     let ro = SqliteStore::open_read_only(db).await?;
+    let all = read_all_from(&ro, expected).await;
+    ro.close().await;
+    all
+}
+
+/// Reads every record back through `store`, in chunks as the verifier does, and checks
+/// that there are `expected` of them.
+pub(crate) async fn read_all_from(
+    store: &dyn Store,
+    expected: u64,
+) -> anyhow::Result<Vec<AuditRecord>> {
     let mut all: Vec<AuditRecord> = Vec::with_capacity(expected as usize);
     let mut next = 0u64;
     loop {
-        let chunk = ro
+        let chunk = store
             .audit_records(&AuditFilter {
                 from_seq: Some(next),
                 limit: CHUNK,
@@ -145,7 +167,6 @@ async fn read_all(db: &Path, expected: u64) -> anyhow::Result<Vec<AuditRecord>> 
         }
         next = last + 1;
     }
-    ro.close().await;
     if all.len() as u64 != expected {
         bail!("read back {} records, appended {expected}", all.len());
     }
@@ -188,7 +209,7 @@ async fn offline_verify(db: &Path, key: &SigningKey, expected: u64) -> anyhow::R
     Ok(took)
 }
 
-fn spread(v: &[f64]) -> String {
+pub(crate) fn spread(v: &[f64]) -> String {
     format!(
         "{} (runs: {})",
         fmt_rate(util::median(v)),

@@ -34,12 +34,28 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl ServerProc {
     pub async fn start(bin: &Path, data_dir: &Path, durability: &str) -> anyhow::Result<Self> {
+        Self::start_with(bin, data_dir, durability, None).await
+    }
+
+    /// Like [`ServerProc::start`], on the PostgreSQL database `database` (given to the
+    /// server in `WARRANT_DATABASE`) when set, else on SQLite in `data_dir`.
+    pub async fn start_with(
+        bin: &Path,
+        data_dir: &Path,
+        durability: &str,
+        database: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let stderr_path = data_dir.with_extension("stderr.log");
         let stderr = std::fs::File::create(&stderr_path)?;
         let started = Instant::now();
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        match database {
+            Some(url) => cmd.env("WARRANT_DATABASE", url),
+            None => cmd.env_remove("WARRANT_DATABASE"),
+        };
+        let child = cmd
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)

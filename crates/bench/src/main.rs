@@ -9,6 +9,8 @@ mod audit;
 mod decide;
 mod http;
 mod load;
+mod pg;
+mod pg_base;
 mod scale;
 mod sqlite_base;
 mod util;
@@ -41,7 +43,10 @@ enum Cmd {
     Audit(AuditArgs),
     /// Decision latency and memory with a large registry vs a small one.
     Scale(ScaleArgs),
-    /// Everything above with moderate defaults; prints a markdown report.
+    /// PostgreSQL vs SQLite (HTTP decisions, audit append) and propagation across replicas.
+    Pg(PgArgs),
+    /// Everything above with moderate defaults; prints a markdown report (`pg` only when
+    /// a PostgreSQL server is given or can be started).
     All(AllArgs),
 }
 
@@ -136,7 +141,63 @@ struct ScaleArgs {
 }
 
 #[derive(Args, Clone)]
+struct PgArgs {
+    #[command(flatten)]
+    bin: BinArg,
+    #[command(flatten)]
+    pg: PgUrlArg,
+    /// Concurrent keep-alive connections of the HTTP comparison, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    connections: Vec<usize>,
+    /// Seconds per HTTP load run.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// HTTP load runs per store and connection count (alternating, merged).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Registered identities of the HTTP comparison.
+    #[arg(long, default_value_t = 100)]
+    identities: usize,
+    /// Upper bound on requests per HTTP run.
+    #[arg(long, default_value_t = 5_000_000)]
+    max_requests: u64,
+    /// Audit records appended per store and run.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Concurrent appending tasks.
+    #[arg(long, default_value_t = 256)]
+    tasks: usize,
+    /// Runs of the audit comparison (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Changes pushed through replica A in the propagation test.
+    #[arg(long, default_value_t = 100)]
+    changes: usize,
+    /// Skip the HTTP comparison.
+    #[arg(long)]
+    no_http: bool,
+    /// Skip the audit append comparison.
+    #[arg(long)]
+    no_audit: bool,
+    /// Skip the propagation test.
+    #[arg(long)]
+    no_replicas: bool,
+}
+
+#[derive(Args, Clone)]
+struct PgUrlArg {
+    /// PostgreSQL server to use, e.g. postgres://postgres@127.0.0.1:5432/postgres; its role
+    /// must be allowed to create databases (scratch `warrant_bench_<pid>_*` databases are
+    /// created and dropped). [default: a throw-away server started with
+    /// scripts/pg-test-server.sh and stopped at the end]
+    #[arg(long, env = "WARRANT_BENCH_PG_URL", hide_env_values = true)]
+    pg_url: Option<String>,
+}
+
+#[derive(Args, Clone)]
 struct AllArgs {
+    #[command(flatten)]
+    pg: PgUrlArg,
     #[command(flatten)]
     bin: BinArg,
     /// Also write the markdown report to this file.
@@ -171,6 +232,24 @@ fn scale_opts(a: &ScaleArgs) -> scale::Opts {
     }
 }
 
+fn pg_opts(a: &PgArgs) -> pg::Opts {
+    pg::Opts {
+        warrant_bin: a.bin.path(),
+        connections: a.connections.clone(),
+        duration: Duration::from_secs(a.duration),
+        rounds: a.rounds,
+        identities: a.identities,
+        max_requests: a.max_requests,
+        records: a.records,
+        tasks: a.tasks,
+        reps: a.reps,
+        changes: a.changes,
+        http: !a.no_http,
+        audit: !a.no_audit,
+        replicas: !a.no_replicas,
+    }
+}
+
 fn header() -> String {
     format!(
         "Machine: {}. Build: release. 1-minute load average at start: {} (the machine may be shared). \
@@ -183,6 +262,15 @@ fn header() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // On Ctrl-C the running benchmark is dropped, which stops every server it started
+    // (child processes and a throw-away PostgreSQL).
+    tokio::select! {
+        r = run(cli) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let base = cli.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base)?;
     let head = header();
@@ -218,6 +306,10 @@ async fn main() -> anyhow::Result<()> {
             let o = scale::run(&base, &scale_opts(&a)).await?;
             println!("{head}\n## scale\n\n{}", o.markdown);
         }
+        Cmd::Pg(a) => {
+            let o = pg::run(&base, &pg_opts(&a), a.pg.pg_url.as_deref()).await?;
+            println!("{head}\n## pg\n\n{}", o.markdown);
+        }
         Cmd::All(a) => all(&base, a).await?,
     }
     Ok(())
@@ -226,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
 async fn all(base: &Path, a: AllArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let head = header();
-    eprintln!("[1/4] decide");
+    eprintln!("[1/5] decide");
     let d = decide::run(
         base,
         decide::Opts {
@@ -235,7 +327,7 @@ async fn all(base: &Path, a: AllArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    eprintln!("[2/4] http");
+    eprintln!("[2/5] http");
     let h = http::run(
         base,
         &http_opts(&HttpArgs {
@@ -249,7 +341,7 @@ async fn all(base: &Path, a: AllArgs) -> anyhow::Result<()> {
         }),
     )
     .await?;
-    eprintln!("[3/4] audit");
+    eprintln!("[3/5] audit");
     let au = audit::run(
         base,
         audit::Opts {
@@ -259,7 +351,7 @@ async fn all(base: &Path, a: AllArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    eprintln!("[4/4] scale");
+    eprintln!("[4/5] scale");
     let s = scale::run(
         base,
         &scale_opts(&ScaleArgs {
@@ -274,6 +366,36 @@ async fn all(base: &Path, a: AllArgs) -> anyhow::Result<()> {
         }),
     )
     .await?;
+
+    eprintln!("[5/5] pg");
+    let p = match pg_base::PgServer::obtain(a.pg.pg_url.as_deref()).await {
+        Ok(mut server) => {
+            let opts = pg_opts(&PgArgs {
+                bin: a.bin.clone(),
+                pg: a.pg.clone(),
+                connections: vec![16, 64],
+                duration: a.duration.min(5),
+                rounds: 2,
+                identities: 100,
+                max_requests: 5_000_000,
+                records: 100_000,
+                tasks: 256,
+                reps: 3,
+                changes: 100,
+                no_http: false,
+                no_audit: false,
+                no_replicas: false,
+            });
+            let r = pg::run_on(base, &opts, &mut server).await;
+            server.cleanup().await;
+            Some(r?)
+        }
+        Err(e) => {
+            eprintln!("  skipped: no PostgreSQL ({e:#})");
+            None
+        }
+    };
+    let pg_skipped = p.is_none();
 
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
     let mut md = String::new();
@@ -338,7 +460,7 @@ async fn all(base: &Path, a: AllArgs) -> anyhow::Result<()> {
     }
     md.push_str(&format!(
         "| HTTP load errors (all runs) | {} | 0 | | 0 |\n",
-        h.errors + s.errors
+        h.errors + s.errors + p.as_ref().map_or(0, |p| p.errors)
     ));
     md.push_str(&format!(
         "| durable audit append (writer, 256 tasks) | {} | {} bare SQLite insert, same rows, batches of {:.0} | {} | (reported) |\n",
@@ -396,6 +518,9 @@ async fn all(base: &Path, a: AllArgs) -> anyhow::Result<()> {
             fmt_ns(t.as_nanos() as f64)
         ));
     }
+    if let Some(p) = &p {
+        md.push_str(&p.summary_rows);
+    }
     md.push_str("\n## decide\n\n");
     md.push_str(&d.markdown);
     md.push_str("\n## http\n\n");
@@ -404,6 +529,16 @@ async fn all(base: &Path, a: AllArgs) -> anyhow::Result<()> {
     md.push_str(&au.markdown);
     md.push_str("\n## scale\n\n");
     md.push_str(&s.markdown);
+    md.push_str("\n## pg\n\n");
+    match &p {
+        Some(p) => md.push_str(&p.markdown),
+        None => md.push_str(
+            "Skipped: no PostgreSQL server was given (`--pg-url`) and none could be started with scripts/pg-test-server.sh.\n",
+        ),
+    }
+    if pg_skipped {
+        eprintln!("note: the PostgreSQL part (`pg`) was skipped");
+    }
     println!("{md}");
     if let Some(p) = a.out {
         std::fs::write(&p, &md)?;

@@ -167,3 +167,18 @@ pub async fn commit_rates(
     }
     Ok(out)
 }
+
+/// Median and p99 of one `SELECT 1` round trip through sqlx (its SQLite worker thread) on
+/// the pool's connection, in ns.
+pub async fn round_trip_ns(pool: &SqlitePool, n: usize) -> anyhow::Result<(f64, f64)> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        sqlx::query("SELECT 1").execute(pool).await?;
+        v.push(t.elapsed().as_nanos() as f64);
+    }
+    Ok((
+        crate::util::percentile(&v, 50.0),
+        crate::util::percentile(&v, 99.0),
+    ))
+}

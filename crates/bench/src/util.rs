@@ -296,6 +296,15 @@ impl BatchStats {
         }
     }
 
+    /// Both intervals together.
+    pub fn plus(&self, o: &BatchStats) -> BatchStats {
+        BatchStats {
+            jobs_sum: self.jobs_sum + o.jobs_sum,
+            commits: self.commits + o.commits,
+            append_seconds_sum: self.append_seconds_sum + o.append_seconds_sum,
+        }
+    }
+
     pub fn mean_jobs(&self) -> f64 {
         if self.commits > 0.0 {
             self.jobs_sum / self.commits
@@ -345,13 +354,43 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
         None => "/proc/self/stat".to_owned(),
     };
     let stat = std::fs::read_to_string(path).ok()?;
+    parse_stat(&stat).map(|(_, secs)| secs)
+}
+
+/// (parent pid, CPU seconds) from the text of `/proc/<pid>/stat`.
+fn parse_stat(stat: &str) -> Option<(u32, f64)> {
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state is field 3, utime 14, stime 15 (1-based).
+    // After the command: state is field 3, ppid 4, utime 14, stime 15 (1-based).
+    let ppid: u32 = fields.get(1)?.parse().ok()?;
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     // USER_HZ is 100 on Linux.
-    Some((utime + stime) / 100.0)
+    Some((ppid, (utime + stime) / 100.0))
+}
+
+/// CPU time used so far by a process and its live children (a PostgreSQL postmaster
+/// and its backends), in seconds.
+pub fn tree_cpu_seconds(root: u32) -> Option<f64> {
+    let mut total = cpu_seconds(Some(root))?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some((ppid, secs)) = parse_stat(&stat) {
+            if ppid == root && pid != root {
+                total += secs;
+            }
+        }
+    }
+    Some(total)
 }
 
 /// The 1-minute load average (how busy the machine was, including other users).
