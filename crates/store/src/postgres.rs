@@ -126,10 +126,22 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .min_connections(0);
         PostgresStore {
+            // The writer's connection is in use batch after batch: checking it with a
+            // round trip before every batch costs more than a failed batch after an
+            // outage (sqlx still checks it when it is released). Checked when it sat idle.
             writer: pools
                 .clone()
                 .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
                 .max_connections(1)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for > Duration::from_secs(1) {
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_lazy_with(opts.clone()),
             listener: pools
                 .clone()
