@@ -98,6 +98,8 @@ impl From<crate::writer::WriteError> for ApiError {
             WriteError::Invalid(m) => ApiError::bad_request(m),
             WriteError::NotFound(m) => ApiError::not_found(m),
             WriteError::Conflict(m) => ApiError::conflict(m),
+            // Nothing was logged or decided: asking again gets an answer on the new state.
+            WriteError::Stale(m) => ApiError::unavailable(m),
             WriteError::Unavailable(m) => {
                 tracing::error!(error = %m, "audit/storage write failed; action refused");
                 ApiError::unavailable(

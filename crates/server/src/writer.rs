@@ -47,6 +47,10 @@ pub enum WriteError {
     /// The store or the audit log could not be written: fail closed.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A decision was made on state that another replica changed before it could be
+    /// logged: refused, to be asked again.
+    #[error("{0}")]
+    Stale(String),
 }
 
 /// What a job produced once committed.
@@ -58,7 +62,12 @@ pub struct Committed {
 }
 
 enum Job {
-    Append(Vec<RecordDraft>),
+    /// Records of decisions (or other records that change nothing); `allowed` names the
+    /// principals these decisions allowed.
+    Append {
+        drafts: Vec<RecordDraft>,
+        allowed: Vec<String>,
+    },
     Mutate(Box<Op>),
     Checkpoint,
     /// Catch up with changes made through other replicas (nothing else).
@@ -132,9 +141,21 @@ impl Writer {
         !self.tx.is_closed()
     }
 
-    /// Appends records that describe no change (decisions); returns their sequence numbers.
+    /// Appends records that describe no change; returns their sequence numbers.
     pub async fn append(&self, drafts: Vec<RecordDraft>) -> Result<Vec<u64>, WriteError> {
-        Ok(self.submit(Job::Append(drafts)).await?.seqs)
+        self.append_decisions(drafts, vec![]).await
+    }
+
+    /// Appends the records of decisions that allowed the principals `allowed` (identity
+    /// ids). Refused with [`WriteError::Stale`] when, before they could be logged, another
+    /// replica changed one of those principals or the policies: an allow never enters the
+    /// log after a change it did not see.
+    pub async fn append_decisions(
+        &self,
+        drafts: Vec<RecordDraft>,
+        allowed: Vec<String>,
+    ) -> Result<Vec<u64>, WriteError> {
+        Ok(self.submit(Job::Append { drafts, allowed }).await?.seqs)
     }
 
     /// Applies a change together with its audit record.
@@ -280,6 +301,20 @@ impl WriterTask {
             effects.extend(ops::reload(&mut *tx, &changes).await?);
         }
         let caught_up = effects.len();
+        // What changed elsewhere since the snapshot every decision of this batch was made
+        // on (the catch-up is published only after this batch commits).
+        let changed_ids: std::collections::HashSet<String> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Identity(i) => Some(i.id.clone()),
+                _ => None,
+            })
+            .collect();
+        let policy_changed = effects.iter().any(|e| matches!(e, Effect::Policy { .. }));
+        let stale = |allowed: &[String]| {
+            !allowed.is_empty()
+                && (policy_changed || allowed.iter().any(|id| changed_ids.contains(id)))
+        };
         let ctx = ops::Ctx {
             now,
             trust_domain: &self.config.trust_domain,
@@ -287,7 +322,12 @@ impl WriterTask {
         for job in jobs {
             let start = drafts.len();
             let result = match job {
-                Job::Append(mut d) => {
+                Job::Append { allowed, .. } if stale(&allowed) => {
+                    Err(WriteError::Stale(
+                        "the principal or the policies changed on another replica while this decision was made; ask again".into(),
+                    ))
+                }
+                Job::Append { drafts: mut d, .. } => {
                     drafts.append(&mut d);
                     Ok(ops::Outcome::None)
                 }

@@ -336,3 +336,114 @@ async fn replicas_bootstrapping_together_show_one_token() {
         );
     }
 }
+
+fn read_request(principal: &str) -> warrant_server::api::authorize::AuthorizeRequest {
+    warrant_server::api::authorize::AuthorizeRequest {
+        principal: principal.to_owned(),
+        action: r#"App::Action::"read""#.into(),
+        resource: r#"App::Doc::"d""#.into(),
+        context: None,
+        entities: None,
+    }
+}
+
+/// Replica B decided "allow" on its snapshot; before B could log it, A suspended the
+/// principal (or changed the policies). B's writer sees that change under the head lock
+/// and refuses to log the stale allow, so the chain never shows an allow after a change
+/// the decision did not see. Asked again, B denies.
+#[tokio::test]
+async fn an_allow_made_before_a_change_elsewhere_is_never_logged_after_it() {
+    use warrant_server::api::authorize::decide;
+    use warrant_server::writer::WriteError;
+    let (_url, a, b) = pair().await;
+    let caller = warrant_server::auth::Caller {
+        token_id: "t".into(),
+        role: "admin".into(),
+    };
+    let bundle =
+        Arc::new(PolicyBundle::compile(SCHEMA, "permit(principal, action, resource);").unwrap());
+    a.state
+        .writer
+        .mutate(Op::PutPolicy {
+            actor: "test".into(),
+            bundle,
+            comment: "allow all".into(),
+        })
+        .await
+        .unwrap();
+    let id = create(&a, "bot").await;
+    let other = create(&a, "other").await;
+    b.state.writer.sync().await.unwrap();
+
+    // B decides (allow), A suspends, then B tries to log its allow.
+    let (resp, draft) = decide(&b.state, &caller, &read_request(&id)).unwrap();
+    assert_eq!(resp.decision, "allow");
+    let (other_resp, other_draft) = decide(&b.state, &caller, &read_request(&other)).unwrap();
+    assert_eq!(other_resp.decision, "allow");
+    a.state
+        .writer
+        .mutate(Op::Transition {
+            actor: "test".into(),
+            id: id.clone(),
+            transition: Transition::Suspend,
+            reason: None,
+        })
+        .await
+        .unwrap();
+    let refused = b
+        .state
+        .writer
+        .append_decisions(vec![draft], vec![id.clone()])
+        .await;
+    assert!(matches!(refused, Err(WriteError::Stale(_))), "{refused:?}");
+    // The same catch-up does not touch an allow for an unchanged principal.
+    b.state
+        .writer
+        .append_decisions(vec![other_draft], vec![other.clone()])
+        .await
+        .unwrap();
+    let (again, _) = decide(&b.state, &caller, &read_request(&id)).unwrap();
+    assert_eq!(again.decision, "deny");
+
+    // A policy change elsewhere makes every pending allow stale.
+    let (resp, draft) = decide(&b.state, &caller, &read_request(&other)).unwrap();
+    assert_eq!(resp.decision, "allow");
+    let bundle =
+        Arc::new(PolicyBundle::compile(SCHEMA, "forbid(principal, action, resource);").unwrap());
+    a.state
+        .writer
+        .mutate(Op::PutPolicy {
+            actor: "test".into(),
+            bundle,
+            comment: "deny all".into(),
+        })
+        .await
+        .unwrap();
+    let refused = b
+        .state
+        .writer
+        .append_decisions(vec![draft], vec![other.clone()])
+        .await;
+    assert!(matches!(refused, Err(WriteError::Stale(_))), "{refused:?}");
+
+    // In the chain, no allow follows the suspension.
+    let records = b
+        .state
+        .store
+        .audit_records(&warrant_store::AuditFilter {
+            from_seq: Some(0),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let suspended_at = records
+        .iter()
+        .position(|r| r.kind == "identity.suspended")
+        .unwrap();
+    assert!(!records[suspended_at..].iter().any(|r| {
+        r.kind == "decision"
+            && r.subject == format!("identity:{id}")
+            && r.payload.contains(r#""decision":"allow""#)
+    }));
+}

@@ -240,6 +240,13 @@ pub fn decide(
     Ok((response, draft))
 }
 
+/// The principal an allow was given to (for the writer's staleness check).
+fn allowed_principal(response: &AuthorizeResponse) -> Option<String> {
+    (response.decision == "allow")
+        .then(|| response.principal.as_ref().map(|p| p.id.clone()))
+        .flatten()
+}
+
 /// Records that the principal was used, once its decision is durably logged (a refused
 /// decision is no use).
 fn mark_used(state: &AppState, response: &AuthorizeResponse) {
@@ -256,14 +263,15 @@ fn mark_used(state: &AppState, response: &AuthorizeResponse) {
     responses((status = 200, body = AuthorizeResponse),
               (status = 400, description = "malformed request (never an allow)", body = crate::error::ErrorBody),
               (status = 401, body = crate::error::ErrorBody),
-              (status = 503, description = "the audit record could not be written: refused", body = crate::error::ErrorBody)))]
+              (status = 503, description = "the audit record could not be written, or (an allow) another replica changed the principal or the policies before it could be logged: refused, ask again", body = crate::error::ErrorBody)))]
 pub async fn authorize(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(req): ApiJson<AuthorizeRequest>,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
     let (mut response, draft) = decide(&state, &caller, &req)?;
-    let seqs = state.writer.append(vec![draft]).await?;
+    let allowed = allowed_principal(&response).into_iter().collect();
+    let seqs = state.writer.append_decisions(vec![draft], allowed).await?;
     mark_used(&state, &response);
     response.audit_seq = seqs
         .first()
@@ -311,7 +319,11 @@ pub async fn batch(
     let seqs = if drafts.is_empty() {
         vec![]
     } else {
-        state.writer.append(drafts).await?
+        let allowed = items
+            .iter()
+            .filter_map(|i| i.result.as_ref().and_then(allowed_principal))
+            .collect();
+        state.writer.append_decisions(drafts, allowed).await?
     };
     let mut seqs = seqs.into_iter();
     for item in items.iter_mut() {
