@@ -537,7 +537,10 @@ async fn verify_database_requires_the_right_pinned_key() {
     .fetch_one(&mut pg(&empty).await)
     .await
     .unwrap();
-    assert_eq!(tables, 0, "verify created tables in the database it checked");
+    assert_eq!(
+        tables, 0,
+        "verify created tables in the database it checked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
