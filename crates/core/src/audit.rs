@@ -34,10 +34,33 @@ pub enum RecordKind {
     Execution,
     /// Server life-cycle events (start-up, configuration).
     System,
+    /// An access token was issued (like a decision, it changes no state).
+    CredentialIssued,
+    /// A token request from an authenticated client was refused (a decision too).
+    CredentialRefused,
+    /// An access token was revoked before its expiry.
+    CredentialRevoked,
+    /// A public key an identity authenticates with was registered.
+    IdentityKeyAdded,
+    IdentityKeyRevoked,
+    /// A new access-token signing key took over.
+    SigningKeyRotated,
+    KillSwitchEngaged,
+    KillSwitchReleased,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 13] = [
+    /// Kinds that record a decision rather than a change of state: replicas need not
+    /// reload anything for them (see the store's change journal).
+    pub const DECISIONS: [RecordKind; 3] = [
+        RecordKind::Decision,
+        RecordKind::CredentialIssued,
+        RecordKind::CredentialRefused,
+    ];
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 21] = [
         RecordKind::Decision,
         RecordKind::IdentityCreated,
         RecordKind::IdentityUpdated,
@@ -51,6 +74,14 @@ impl RecordKind {
         RecordKind::HumanDecision,
         RecordKind::Execution,
         RecordKind::System,
+        RecordKind::CredentialIssued,
+        RecordKind::CredentialRefused,
+        RecordKind::CredentialRevoked,
+        RecordKind::IdentityKeyAdded,
+        RecordKind::IdentityKeyRevoked,
+        RecordKind::SigningKeyRotated,
+        RecordKind::KillSwitchEngaged,
+        RecordKind::KillSwitchReleased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +99,14 @@ impl RecordKind {
             RecordKind::HumanDecision => "human.decision",
             RecordKind::Execution => "execution",
             RecordKind::System => "system",
+            RecordKind::CredentialIssued => "credential.issued",
+            RecordKind::CredentialRefused => "credential.refused",
+            RecordKind::CredentialRevoked => "credential.revoked",
+            RecordKind::IdentityKeyAdded => "identity.key_added",
+            RecordKind::IdentityKeyRevoked => "identity.key_revoked",
+            RecordKind::SigningKeyRotated => "signing_key.rotated",
+            RecordKind::KillSwitchEngaged => "killswitch.engaged",
+            RecordKind::KillSwitchReleased => "killswitch.released",
         }
     }
 

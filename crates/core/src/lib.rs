@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod credentials;
 pub mod identity;
 pub mod merkle;
 pub mod verify;

@@ -16,6 +16,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use warrant_core::audit::{AuditRecord, ChainHead};
 use warrant_core::checkpoint::Checkpoint;
+use warrant_core::credentials::KillSwitch;
 use warrant_core::identity::Identity;
 use warrant_core::merkle::Hash;
 use warrant_core::Millis;
@@ -84,6 +85,38 @@ pub trait JobLock: Send {
     async fn check(&mut self) -> Result<()>;
 }
 
+/// A public key an identity authenticates with (a JWK, as JSON text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityKeyRow {
+    pub identity_id: String,
+    pub kid: String,
+    pub jwk: String,
+    pub added_ms: Millis,
+    pub revoked_ms: Option<Millis>,
+}
+
+/// A key that signs access tokens: its public JWK and its private key, wrapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenKeyRow {
+    pub kid: String,
+    pub alg: String,
+    pub public_jwk: String,
+    pub wrapped_private: Vec<u8>,
+    pub created_ms: Millis,
+    /// Signs no more tokens from then on.
+    pub retired_ms: Option<Millis>,
+    /// Leaves the JWKS then (every token it signed has expired).
+    pub unpublish_ms: Option<Millis>,
+}
+
+/// An access token revoked before its expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedToken {
+    pub jti: String,
+    pub exp_ms: Millis,
+    pub revoked_ms: Millis,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct IdentityFilter {
     pub kind: Option<String>,
@@ -139,6 +172,15 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>>;
 
     async fn meta(&self, key: &str) -> Result<Option<String>>;
+
+    /// The keys an identity registered (revoked ones included), oldest first.
+    async fn identity_keys(&self, identity_id: &str) -> Result<Vec<IdentityKeyRow>>;
+    /// Every access-token signing key, oldest first.
+    async fn token_keys(&self) -> Result<Vec<TokenKeyRow>>;
+    /// Revoked access tokens that have not expired at `now_ms`.
+    async fn revoked_tokens(&self, now_ms: Millis) -> Result<Vec<RevokedToken>>;
+    /// Kill switches, newest first; released ones only when asked for.
+    async fn kill_switches(&self, include_released: bool) -> Result<Vec<KillSwitch>>;
 
     /// True when several replicas may share this store (their changes must be picked up).
     fn shared(&self) -> bool;
@@ -198,6 +240,27 @@ pub trait WriteTx: Send {
     async fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
     /// Sets `key` to `value` unless it has a value already; returns the value in force.
     async fn init_meta(&mut self, key: &str, value: &str) -> Result<String>;
+
+    /// Registers a public key; `Conflict` if the identity has a key with that kid.
+    async fn insert_identity_key(&mut self, key: &IdentityKeyRow) -> Result<()>;
+    /// Marks a key revoked; false if there is no such unrevoked key.
+    async fn revoke_identity_key(&mut self, identity_id: &str, kid: &str, at: Millis) -> Result<bool>;
+    /// Records a client assertion's `jti` as used; false if it was used before (a replay).
+    async fn use_assertion(&mut self, client_id: &str, jti: &str, exp_ms: Millis) -> Result<bool>;
+    async fn token_keys(&mut self) -> Result<Vec<TokenKeyRow>>;
+    async fn insert_token_key(&mut self, key: &TokenKeyRow) -> Result<()>;
+    /// Retires every signing key still signing (as of `at`), to leave the JWKS at `unpublish_ms`.
+    async fn retire_token_keys(&mut self, at: Millis, unpublish_ms: Millis) -> Result<()>;
+    /// Records a revocation (idempotent: a second one changes nothing); false if it was
+    /// already revoked.
+    async fn revoke_token(&mut self, token: &RevokedToken) -> Result<bool>;
+    async fn revoked_token(&mut self, jti: &str) -> Result<Option<RevokedToken>>;
+    async fn insert_kill_switch(&mut self, switch: &KillSwitch) -> Result<()>;
+    async fn get_kill_switch(&mut self, id: &str) -> Result<Option<KillSwitch>>;
+    /// Stores the release fields of a switch.
+    async fn update_kill_switch(&mut self, switch: &KillSwitch) -> Result<()>;
+    /// Deletes used assertions and revocations of tokens that expired before `before_ms`.
+    async fn purge_expired(&mut self, before_ms: Millis) -> Result<u64>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
 }

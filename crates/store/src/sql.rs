@@ -10,6 +10,7 @@ use crate::{PolicyVersion, Result, StoreError, TokenRow, Unique};
 use sqlx::{ColumnIndex, Row, Type};
 use warrant_core::audit::{AuditRecord, ChainHead};
 use warrant_core::checkpoint::Checkpoint;
+use warrant_core::credentials::{KillSwitch, KillTarget};
 use warrant_core::identity::{Identity, IdentityKind, IdentityState};
 use warrant_core::merkle::{CompactTree, Hash};
 
@@ -65,6 +66,7 @@ pub(crate) trait RowExt {
     fn text(&self, col: &str) -> Result<String>;
     fn int(&self, col: &str) -> Result<i64>;
     fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
     fn bytes(&self, col: &str) -> Result<Vec<u8>>;
 }
 
@@ -83,6 +85,9 @@ where
         self.try_get(col).map_err(db_error)
     }
     fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        self.try_get(col).map_err(db_error)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
         self.try_get(col).map_err(db_error)
     }
     fn bytes(&self, col: &str) -> Result<Vec<u8>> {
@@ -157,6 +162,53 @@ pub(crate) fn policy_from_row(row: &impl RowExt) -> Result<PolicyVersion> {
         created_ms: row.int("created_ms")?,
         actor: row.text("actor")?,
         comment: row.text("comment")?,
+    })
+}
+
+pub(crate) fn identity_key_from_row(row: &impl RowExt) -> Result<crate::IdentityKeyRow> {
+    Ok(crate::IdentityKeyRow {
+        identity_id: row.text("identity_id")?,
+        kid: row.text("kid")?,
+        jwk: row.text("jwk")?,
+        added_ms: row.int("added_ms")?,
+        revoked_ms: row.opt_int("revoked_ms")?,
+    })
+}
+
+pub(crate) fn token_key_from_row(row: &impl RowExt) -> Result<crate::TokenKeyRow> {
+    Ok(crate::TokenKeyRow {
+        kid: row.text("kid")?,
+        alg: row.text("alg")?,
+        public_jwk: row.text("public_jwk")?,
+        wrapped_private: row.bytes("wrapped_private")?,
+        created_ms: row.int("created_ms")?,
+        retired_ms: row.opt_int("retired_ms")?,
+        unpublish_ms: row.opt_int("unpublish_ms")?,
+    })
+}
+
+pub(crate) fn revoked_from_row(row: &impl RowExt) -> Result<crate::RevokedToken> {
+    Ok(crate::RevokedToken {
+        jti: row.text("jti")?,
+        exp_ms: row.int("exp_ms")?,
+        revoked_ms: row.int("revoked_ms")?,
+    })
+}
+
+pub(crate) fn kill_switch_from_row(row: &impl RowExt) -> Result<KillSwitch> {
+    let kind = row.text("kind")?;
+    let value = row.opt_text("value")?;
+    let target = KillTarget::parse(&kind, value.as_deref())
+        .map_err(|e| corrupt(format!("kill switch: {e}")))?;
+    Ok(KillSwitch {
+        id: row.text("id")?,
+        target,
+        engaged_ms: row.int("engaged_ms")?,
+        engaged_by: row.text("engaged_by")?,
+        reason: row.text("reason")?,
+        released_ms: row.opt_int("released_ms")?,
+        released_by: row.opt_text("released_by")?,
+        release_reason: row.opt_text("release_reason")?,
     })
 }
 
@@ -448,6 +500,53 @@ macro_rules! impl_store {
                     .decode_with($crate::sql::checkpoint_from_row)
             }
 
+            async fn identity_keys(
+                &self,
+                identity_id: &str,
+            ) -> $crate::Result<Vec<$crate::IdentityKeyRow>> {
+                if $crate::sql::has_nul(identity_id) {
+                    return Ok(vec![]);
+                }
+                sqlx::query("SELECT * FROM identity_keys WHERE identity_id = $1 ORDER BY added_ms, kid")
+                    .bind(identity_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::identity_key_from_row)
+            }
+
+            async fn token_keys(&self) -> $crate::Result<Vec<$crate::TokenKeyRow>> {
+                sqlx::query("SELECT * FROM token_keys ORDER BY created_ms, kid")
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::token_key_from_row)
+            }
+
+            async fn revoked_tokens(
+                &self,
+                now_ms: warrant_core::Millis,
+            ) -> $crate::Result<Vec<$crate::RevokedToken>> {
+                sqlx::query("SELECT * FROM revoked_tokens WHERE exp_ms > $1 ORDER BY revoked_ms, jti")
+                    .bind(now_ms)
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::revoked_from_row)
+            }
+
+            async fn kill_switches(
+                &self,
+                include_released: bool,
+            ) -> $crate::Result<Vec<warrant_core::credentials::KillSwitch>> {
+                let sql = if include_released {
+                    "SELECT * FROM kill_switches ORDER BY engaged_ms DESC, id DESC"
+                } else {
+                    "SELECT * FROM kill_switches WHERE released_ms IS NULL ORDER BY engaged_ms DESC, id DESC"
+                };
+                sqlx::query(sql)
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::kill_switch_from_row)
+            }
+
             async fn meta(&self, key: &str) -> $crate::Result<Option<String>> {
                 sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
                     .bind(key)
@@ -532,7 +631,7 @@ macro_rules! impl_write_tx {
             ) -> $crate::Result<Vec<$crate::ChangeRef>> {
                 // Served by the partial index `audit_records_changes` (decisions left out).
                 let rows = sqlx::query(
-                    "SELECT seq, kind, subject FROM audit_records WHERE kind <> 'decision' AND seq >= $1 ORDER BY seq",
+                    "SELECT seq, kind, subject FROM audit_records WHERE kind NOT IN ('decision', 'credential.issued', 'credential.refused') AND seq >= $1 ORDER BY seq",
                 )
                 .bind($crate::sql::i64_from(from_seq)?)
                 .fetch_all(&mut *self.tx)
@@ -571,6 +670,197 @@ macro_rules! impl_write_tx {
                     .fetch_one(&mut *self.tx)
                     .await
                     .map_err($crate::sql::db_error)
+            }
+
+            async fn insert_identity_key(
+                &mut self,
+                k: &$crate::IdentityKeyRow,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO identity_keys (identity_id, kid, jwk, added_ms, revoked_ms) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&k.identity_id)
+                .bind(&k.kid)
+                .bind(&k.jwk)
+                .bind(k.added_ms)
+                .bind(k.revoked_ms)
+                .execute(&mut *self.tx)
+                .await
+                .map_err($crate::sql::db_error)?;
+                Ok(())
+            }
+
+            async fn revoke_identity_key(
+                &mut self,
+                identity_id: &str,
+                kid: &str,
+                at: warrant_core::Millis,
+            ) -> $crate::Result<bool> {
+                if $crate::sql::has_nul(identity_id) || $crate::sql::has_nul(kid) {
+                    return Ok(false);
+                }
+                let done = sqlx::query(
+                    "UPDATE identity_keys SET revoked_ms = $1 WHERE identity_id = $2 AND kid = $3 AND revoked_ms IS NULL",
+                )
+                .bind(at)
+                .bind(identity_id)
+                .bind(kid)
+                .execute(&mut *self.tx)
+                .await
+                .map_err($crate::sql::db_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn use_assertion(
+                &mut self,
+                client_id: &str,
+                jti: &str,
+                exp_ms: warrant_core::Millis,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO used_assertions (client_id, jti, exp_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(client_id)
+                .bind(jti)
+                .bind(exp_ms)
+                .execute(&mut *self.tx)
+                .await
+                .map_err($crate::sql::db_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn token_keys(&mut self) -> $crate::Result<Vec<$crate::TokenKeyRow>> {
+                sqlx::query("SELECT * FROM token_keys ORDER BY created_ms, kid")
+                    .fetch_all(&mut *self.tx)
+                    .await
+                    .decode_with($crate::sql::token_key_from_row)
+            }
+
+            async fn insert_token_key(&mut self, k: &$crate::TokenKeyRow) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO token_keys (kid, alg, public_jwk, wrapped_private, created_ms, retired_ms, unpublish_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&k.kid)
+                .bind(&k.alg)
+                .bind(&k.public_jwk)
+                .bind(&k.wrapped_private)
+                .bind(k.created_ms)
+                .bind(k.retired_ms)
+                .bind(k.unpublish_ms)
+                .execute(&mut *self.tx)
+                .await
+                .map_err($crate::sql::db_error)?;
+                Ok(())
+            }
+
+            async fn retire_token_keys(
+                &mut self,
+                at: warrant_core::Millis,
+                unpublish_ms: warrant_core::Millis,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "UPDATE token_keys SET retired_ms = $1, unpublish_ms = $2 WHERE retired_ms IS NULL",
+                )
+                .bind(at)
+                .bind(unpublish_ms)
+                .execute(&mut *self.tx)
+                .await
+                .map_err($crate::sql::db_error)?;
+                Ok(())
+            }
+
+            async fn revoke_token(&mut self, t: &$crate::RevokedToken) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO revoked_tokens (jti, exp_ms, revoked_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(&t.jti)
+                .bind(t.exp_ms)
+                .bind(t.revoked_ms)
+                .execute(&mut *self.tx)
+                .await
+                .map_err($crate::sql::db_error)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn revoked_token(
+                &mut self,
+                jti: &str,
+            ) -> $crate::Result<Option<$crate::RevokedToken>> {
+                if $crate::sql::has_nul(jti) {
+                    return Ok(None);
+                }
+                sqlx::query("SELECT * FROM revoked_tokens WHERE jti = $1")
+                    .bind(jti)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .decode_with($crate::sql::revoked_from_row)
+            }
+
+            async fn insert_kill_switch(
+                &mut self,
+                k: &warrant_core::credentials::KillSwitch,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO kill_switches (id, kind, value, engaged_ms, engaged_by, reason, released_ms, released_by, release_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&k.id)
+                .bind(k.target.kind())
+                .bind(k.target.value())
+                .bind(k.engaged_ms)
+                .bind(&k.engaged_by)
+                .bind(&k.reason)
+                .bind(k.released_ms)
+                .bind(&k.released_by)
+                .bind(&k.release_reason)
+                .execute(&mut *self.tx)
+                .await
+                .map_err($crate::sql::db_error)?;
+                Ok(())
+            }
+
+            async fn get_kill_switch(
+                &mut self,
+                id: &str,
+            ) -> $crate::Result<Option<warrant_core::credentials::KillSwitch>> {
+                if $crate::sql::has_nul(id) {
+                    return Ok(None);
+                }
+                sqlx::query("SELECT * FROM kill_switches WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .decode_with($crate::sql::kill_switch_from_row)
+            }
+
+            async fn update_kill_switch(
+                &mut self,
+                k: &warrant_core::credentials::KillSwitch,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "UPDATE kill_switches SET released_ms = $1, released_by = $2, release_reason = $3 WHERE id = $4",
+                )
+                .bind(k.released_ms)
+                .bind(&k.released_by)
+                .bind(&k.release_reason)
+                .bind(&k.id)
+                .execute(&mut *self.tx)
+                .await
+                .map_err($crate::sql::db_error)?;
+                Ok(())
+            }
+
+            async fn purge_expired(&mut self, before_ms: warrant_core::Millis) -> $crate::Result<u64> {
+                let a = sqlx::query("DELETE FROM used_assertions WHERE exp_ms < $1")
+                    .bind(before_ms)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err($crate::sql::db_error)?;
+                let b = sqlx::query("DELETE FROM revoked_tokens WHERE exp_ms < $1")
+                    .bind(before_ms)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err($crate::sql::db_error)?;
+                Ok(a.rows_affected() + b.rows_affected())
             }
 
             async fn get_identity(&mut self, id: &str) -> $crate::Result<Option<Identity>> {

@@ -176,6 +176,7 @@ conformance!(
     changes_since_lists_every_change_but_no_decision,
     transactions_read_their_own_writes,
     init_meta_keeps_the_first_value,
+    credentials_round_trip,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -736,6 +737,9 @@ async fn changes_since_lists_every_change_but_no_decision(b: Backend) {
         (RecordKind::TokenRevoked, "token:tok_1"),
         (RecordKind::Decision, "identity:idn_b"),
         (RecordKind::System, "server"),
+        (RecordKind::CredentialIssued, "identity:idn_a"),
+        (RecordKind::CredentialRefused, "identity:idn_a"),
+        (RecordKind::KillSwitchEngaged, "killswitch:ks_1"),
     ];
     let mut tx = store.begin_write().await.unwrap();
     let mut head = tx.load_chain_head().await.unwrap();
@@ -769,10 +773,11 @@ async fn changes_since_lists_every_change_but_no_decision(b: Backend) {
             (3, "policy.updated".into(), "policy:1".into()),
             (4, "token.revoked".into(), "token:tok_1".into()),
             (6, "system".into(), "server".into()),
+            (9, "killswitch.engaged".into(), "killswitch:ks_1".into()),
         ]
     );
-    assert_eq!(seen(tx.changes_since(3).await.unwrap()).len(), 3);
-    assert!(tx.changes_since(7).await.unwrap().is_empty());
+    assert_eq!(seen(tx.changes_since(3).await.unwrap()).len(), 4);
+    assert!(tx.changes_since(10).await.unwrap().is_empty());
     assert!(tx.changes_since(u64::MAX >> 1).await.unwrap().is_empty());
     // Signalling is part of the transaction and harmless where nobody listens.
     tx.notify_changed().await.unwrap();
@@ -806,6 +811,141 @@ async fn transactions_read_their_own_writes(b: Backend) {
     // Rolled back: nothing stayed.
     assert_eq!(store.current_policy().await.unwrap(), None);
     assert!(store.tokens().await.unwrap().is_empty());
+}
+
+async fn credentials_round_trip(b: Backend) {
+    use warrant_core::credentials::{KillSwitch, KillTarget};
+    use warrant_store::{IdentityKeyRow, RevokedToken, TokenKeyRow};
+    let store = b.store;
+    let key = IdentityKeyRow {
+        identity_id: "idn_a".into(),
+        kid: "k1".into(),
+        jwk: r#"{"kty":"OKP","crv":"Ed25519","x":"abc"}"#.into(),
+        added_ms: 10,
+        revoked_ms: None,
+    };
+    let signing = TokenKeyRow {
+        kid: "tk1".into(),
+        alg: "EdDSA".into(),
+        public_jwk: "{}".into(),
+        wrapped_private: vec![1, 2, 3],
+        created_ms: 5,
+        retired_ms: None,
+        unpublish_ms: None,
+    };
+    let switch = KillSwitch {
+        id: "ks_1".into(),
+        target: KillTarget::Owner("alice@example.com".into()),
+        engaged_ms: 20,
+        engaged_by: "admin:t".into(),
+        reason: "incident 7".into(),
+        released_ms: None,
+        released_by: None,
+        release_reason: None,
+    };
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_identity_key(&key).await.unwrap();
+    tx.commit().await.unwrap();
+    // (A failed statement ends a PostgreSQL transaction: the writer wraps each op in a
+    // savepoint; here the refused insert gets a transaction of its own.)
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(matches!(
+        tx.insert_identity_key(&key).await,
+        Err(StoreError::Conflict(_))
+    ));
+    drop(tx);
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(tx.use_assertion("idn_a", "j1", 100).await.unwrap());
+    assert!(
+        !tx.use_assertion("idn_a", "j1", 100).await.unwrap(),
+        "a replay is refused"
+    );
+    assert!(
+        tx.use_assertion("idn_b", "j1", 100).await.unwrap(),
+        "jti is per client"
+    );
+    assert!(tx.revoke_identity_key("idn_a", "k1", 30).await.unwrap());
+    assert!(!tx.revoke_identity_key("idn_a", "k1", 31).await.unwrap());
+    assert!(!tx.revoke_identity_key("idn_a", "nope", 31).await.unwrap());
+    tx.insert_token_key(&signing).await.unwrap();
+    tx.retire_token_keys(40, 400).await.unwrap();
+    tx.insert_token_key(&TokenKeyRow {
+        kid: "tk2".into(),
+        created_ms: 40,
+        ..signing.clone()
+    })
+    .await
+    .unwrap();
+    let revoked = RevokedToken {
+        jti: "at1".into(),
+        exp_ms: 1000,
+        revoked_ms: 50,
+    };
+    assert!(tx.revoke_token(&revoked).await.unwrap());
+    assert!(
+        !tx.revoke_token(&revoked).await.unwrap(),
+        "revoking twice changes nothing"
+    );
+    assert_eq!(
+        tx.revoked_token("at1").await.unwrap(),
+        Some(revoked.clone())
+    );
+    tx.revoke_token(&RevokedToken {
+        jti: "at0".into(),
+        exp_ms: 60,
+        revoked_ms: 50,
+    })
+    .await
+    .unwrap();
+    tx.insert_kill_switch(&switch).await.unwrap();
+    tx.insert_kill_switch(&KillSwitch {
+        id: "ks_2".into(),
+        target: KillTarget::AllAi,
+        engaged_ms: 21,
+        ..switch.clone()
+    })
+    .await
+    .unwrap();
+    let mut released = tx.get_kill_switch("ks_2").await.unwrap().unwrap();
+    released.released_ms = Some(25);
+    released.released_by = Some("admin:u".into());
+    released.release_reason = Some("resolved".into());
+    tx.update_kill_switch(&released).await.unwrap();
+    assert_eq!(tx.token_keys().await.unwrap().len(), 2);
+    tx.commit().await.unwrap();
+
+    let keys = store.identity_keys("idn_a").await.unwrap();
+    assert_eq!(
+        keys,
+        [IdentityKeyRow {
+            revoked_ms: Some(30),
+            ..key
+        }]
+    );
+    assert!(store.identity_keys("idn_\0").await.unwrap().is_empty());
+    let signing_keys = store.token_keys().await.unwrap();
+    assert_eq!(
+        signing_keys
+            .iter()
+            .map(|k| (k.kid.as_str(), k.retired_ms, k.unpublish_ms))
+            .collect::<Vec<_>>(),
+        [("tk1", Some(40), Some(400)), ("tk2", None, None)]
+    );
+    assert_eq!(signing_keys[0].wrapped_private, [1, 2, 3]);
+    assert_eq!(store.revoked_tokens(100).await.unwrap(), [revoked.clone()]);
+    assert_eq!(store.revoked_tokens(1000).await.unwrap(), []);
+    assert_eq!(store.kill_switches(false).await.unwrap(), [switch.clone()]);
+    assert_eq!(store.kill_switches(true).await.unwrap(), [released, switch]);
+
+    let mut tx = store.begin_write().await.unwrap();
+    // Expired before 101: the used assertions (exp 100) and the revocation of at0 (exp 60).
+    assert_eq!(tx.purge_expired(101).await.unwrap(), 3);
+    assert!(
+        tx.use_assertion("idn_a", "j1", 200).await.unwrap(),
+        "purged"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(store.revoked_tokens(0).await.unwrap(), [revoked]);
 }
 
 async fn init_meta_keeps_the_first_value(b: Backend) {
