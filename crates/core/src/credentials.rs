@@ -310,9 +310,7 @@ impl KillTarget {
 
     pub fn value(&self) -> Option<&str> {
         match self {
-            KillTarget::Identity(v) | KillTarget::Owner(v) | KillTarget::Environment(v) => {
-                Some(v)
-            }
+            KillTarget::Identity(v) | KillTarget::Owner(v) | KillTarget::Environment(v) => Some(v),
             KillTarget::AllAi => None,
         }
     }
@@ -352,7 +350,7 @@ pub const MIN_REASON_CHARS: usize = 3;
 pub fn validate_reason(reason: &str) -> Result<String, CredentialError> {
     let reason = reason.trim();
     let n = reason.chars().count();
-    if n < MIN_REASON_CHARS || n > 2000 {
+    if !(MIN_REASON_CHARS..=2000).contains(&n) {
         return Err(CredentialError::KillSwitch(format!(
             "a reason of {MIN_REASON_CHARS} to 2000 characters is required"
         )));
@@ -387,7 +385,10 @@ mod tests {
             assert!(Scope::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Scope::parse(&"x".repeat(129)).is_err());
-        let many = (0..65).map(|i| format!("s{i}")).collect::<Vec<_>>().join(" ");
+        let many = (0..65)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         assert!(Scope::parse(&many).is_err());
         assert!(scope("a").is_subset(&scope("a b")));
         assert!(!scope("a c").is_subset(&scope("a b")));
@@ -415,10 +416,20 @@ mod tests {
         assert_eq!(s, scope("read"));
         assert_eq!(act.subjects(), ["idn_a"]);
         // Widening beyond the parent.
-        let err = delegate("idn_a", &parent, None, Some(&scope("read admin")), &allowed, 3)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("only narrow") && err.contains("admin"), "{err}");
+        let err = delegate(
+            "idn_a",
+            &parent,
+            None,
+            Some(&scope("read admin")),
+            &allowed,
+            3,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("only narrow") && err.contains("admin"),
+            "{err}"
+        );
         // Beyond what the delegate may hold.
         let err = delegate("idn_a", &parent, None, None, &scope("read"), 3)
             .unwrap_err()
@@ -460,7 +471,10 @@ mod tests {
         assert!(t("owner", Some("alice@example.com")).covers(&bot));
         assert!(t("environment", Some("prod")).covers(&svc));
         assert!(t("all_ai", None).covers(&bot));
-        assert!(!t("all_ai", None).covers(&svc), "a service account is not AI");
+        assert!(
+            !t("all_ai", None).covers(&svc),
+            "a service account is not AI"
+        );
         assert!(KillTarget::parse("all_ai", Some("x")).is_err());
         assert!(KillTarget::parse("identity", None).is_err());
         assert!(KillTarget::parse("everything", None).is_err());

@@ -244,7 +244,12 @@ pub trait WriteTx: Send {
     /// Registers a public key; `Conflict` if the identity has a key with that kid.
     async fn insert_identity_key(&mut self, key: &IdentityKeyRow) -> Result<()>;
     /// Marks a key revoked; false if there is no such unrevoked key.
-    async fn revoke_identity_key(&mut self, identity_id: &str, kid: &str, at: Millis) -> Result<bool>;
+    async fn revoke_identity_key(
+        &mut self,
+        identity_id: &str,
+        kid: &str,
+        at: Millis,
+    ) -> Result<bool>;
     /// Records a client assertion's `jti` as used; false if it was used before (a replay).
     async fn use_assertion(&mut self, client_id: &str, jti: &str, exp_ms: Millis) -> Result<bool>;
     async fn token_keys(&mut self) -> Result<Vec<TokenKeyRow>>;

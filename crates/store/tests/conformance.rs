@@ -932,9 +932,15 @@ async fn credentials_round_trip(b: Backend) {
         [("tk1", Some(40), Some(400)), ("tk2", None, None)]
     );
     assert_eq!(signing_keys[0].wrapped_private, [1, 2, 3]);
-    assert_eq!(store.revoked_tokens(100).await.unwrap(), [revoked.clone()]);
+    assert_eq!(
+        store.revoked_tokens(100).await.unwrap(),
+        std::slice::from_ref(&revoked)
+    );
     assert_eq!(store.revoked_tokens(1000).await.unwrap(), []);
-    assert_eq!(store.kill_switches(false).await.unwrap(), [switch.clone()]);
+    assert_eq!(
+        store.kill_switches(false).await.unwrap(),
+        std::slice::from_ref(&switch)
+    );
     assert_eq!(store.kill_switches(true).await.unwrap(), [released, switch]);
 
     let mut tx = store.begin_write().await.unwrap();
