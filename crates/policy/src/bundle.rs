@@ -34,6 +34,22 @@ pub const BUILTIN_SCHEMA: &str = r#"namespace Warrant {
     spiffe_id: String,
     entitlements: Set<String>,
   };
+  // An OAuth scope token (`App:read` names the action `App::Action::"read"`).
+  entity Scope;
+  // May the principal hold this scope in a token for this audience? Asked for every scope
+  // token of a token request; nothing permitted means `invalid_scope`.
+  action "request_scope" appliesTo {
+    principal: [Identity],
+    resource: [Scope],
+    context: { environment: String, audience: String }
+  };
+  // May the principal hand (part of) its token's scope to the resource identity
+  // (token exchange, RFC 8693)? `depth` is the length the delegation chain would have.
+  action "delegate" appliesTo {
+    principal: [Identity],
+    resource: [Identity],
+    context: { scope: Set<String>, depth: Long }
+  };
 }
 "#;
 

@@ -294,6 +294,63 @@ pub(crate) fn decide_with(
     Ok(decision_from(bundle, &response))
 }
 
+/// A decision whose resource is another registered identity (delegation between agents,
+/// `Warrant::Action::"delegate"`): the principal's and the resource's entities both come
+/// from the registry (a request may not describe `Warrant` entities itself).
+pub fn decide_between(
+    bundle: &PolicyBundle,
+    principal: &PrincipalEntities,
+    resource: &PrincipalEntities,
+    action: &str,
+    context: Option<&Value>,
+) -> Result<Decision, RequestError> {
+    let Some(schema) = bundle.schema.as_ref() else {
+        return Ok(Decision::deny());
+    };
+    let info = bundle.action(action)?;
+    let context = match context {
+        None | Some(Value::Null) => Context::empty(),
+        Some(value @ Value::Object(_)) => {
+            Context::from_json_value(value.clone(), Some((schema, &info.uid))).map_err(|e| {
+                RequestError::InvalidContext {
+                    action: action.to_owned(),
+                    message: e.to_string(),
+                }
+            })?
+        }
+        Some(_) => return Err(RequestError::ContextNotObject),
+    };
+    let request = Request::new(
+        principal.uid.clone(),
+        info.uid.clone(),
+        resource.uid.clone(),
+        context,
+        Some(schema),
+    )
+    .map_err(|e| RequestError::InvalidRequest {
+        message: e.to_string(),
+    })?;
+    let store = principal.store_for(bundle)?;
+    let base = store.entities();
+    // Entities both identities share (their roles, their environment) are there already.
+    let extra: Vec<Entity> = resource
+        .entities
+        .iter()
+        .filter(|e| base.get(&e.uid()).is_none())
+        .cloned()
+        .collect();
+    let merged =
+        base.clone()
+            .add_entities(extra, None)
+            .map_err(|e| RequestError::InvalidEntities {
+                message: e.to_string(),
+            })?;
+    let response = bundle
+        .authorizer
+        .is_authorized(&request, &bundle.policies, &merged);
+    Ok(decision_from(bundle, &response))
+}
+
 /// The request's context when the fast check of `fast.rs` accepts the request (the
 /// principal and resource types and the context `map`, `None` for the empty context);
 /// `None` when cedar's validation has to decide.

@@ -2,6 +2,8 @@
 //! (`cfg(test)` marks the helpers as test code for the workspace lints.)
 
 #[cfg(test)]
+mod builtin_actions;
+#[cfg(test)]
 mod compile;
 #[cfg(test)]
 mod decide;
