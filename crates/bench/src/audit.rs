@@ -84,6 +84,7 @@ pub(crate) async fn append_to(
             origin: "warrant/bench".into(),
             trust_domain: "warrant.local".into(),
             synced_size,
+            key_wrap: Arc::new(warrant_server::credentials::KeyWrap::derive(key)?),
         },
     );
 

@@ -57,7 +57,8 @@ mod principal;
 
 pub use bundle::{check_syntax, PolicyBundle, BUILTIN_SCHEMA};
 pub use decision::{
-    decide, decide_between, Decision, DecisionInput, DeterminingPolicy, Effect, EvaluationError, RequestError,
+    decide, decide_between, Decision, DecisionInput, DeterminingPolicy, Effect, EvaluationError,
+    RequestError,
 };
 pub use diagnostics::{Diagnostic, PolicyErrors, SourceKind, SNIPPET_MAX_CHARS};
 pub use principal::{build_principal, EntityError, PrincipalEntities, PrincipalFacts};

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod extract;
 pub mod keys;
@@ -54,6 +55,8 @@ pub struct Inner {
     pub public_key: VerifyingKey,
     pub origin: String,
     pub max_body_bytes: usize,
+    /// Wraps new token signing keys for storage (`warrant keys rotate`).
+    pub key_wrap: Arc<credentials::KeyWrap>,
 }
 
 pub type AppState = Arc<Inner>;
@@ -139,6 +142,21 @@ impl Server {
             }
         }
         snap.tokens = Arc::new(tokens);
+        let key_wrap = Arc::new(credentials::KeyWrap::derive(&key)?);
+        let now = clock.now_ms();
+        snap.kill_switches = Arc::new(store.kill_switches(false).await?);
+        snap.revoked = Arc::new(
+            store
+                .revoked_tokens(now)
+                .await?
+                .into_iter()
+                .map(|r| (r.jti, r.exp_ms))
+                .collect(),
+        );
+        snap.signing = Arc::new(credentials::SigningKeys::from_rows(
+            &store.token_keys().await?,
+            &key_wrap,
+        ));
         metrics.identities.set(snap.principals.len() as i64);
         let snapshot = Arc::new(ArcSwap::from_pointee(snap));
 
@@ -174,6 +192,7 @@ impl Server {
                 origin: origin.clone(),
                 trust_domain: config.trust_domain.clone(),
                 synced_size,
+                key_wrap: key_wrap.clone(),
             },
         );
 
@@ -226,6 +245,16 @@ impl Server {
                 new_admin_token = Some(secret);
             }
         }
+        // The first replica to start on a database creates the token signing key.
+        writer
+            .mutate(ops::Op::RotateSigningKey {
+                actor: "system".into(),
+                key: credentials::keys::generate(&key_wrap, now)?,
+                unpublish_ms: now,
+                only_if_none: true,
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the token signing key: {e}"))?;
         writer
             .mutate(ops::Op::System {
                 payload: serde_json::json!({
@@ -254,6 +283,7 @@ impl Server {
             public_key,
             origin,
             max_body_bytes: config.max_body_bytes,
+            key_wrap,
         });
         Ok(Server {
             state,

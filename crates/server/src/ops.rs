@@ -4,18 +4,24 @@
 //! (validation, lifecycle rules), writes the result and returns the record draft plus the
 //! effect on the decision snapshot. No SQL here: only [`WriteTx`] calls.
 
+use crate::credentials::{KeyWrap, SigningKeys};
 use crate::writer::WriteError;
 use serde_json::json;
 use std::sync::Arc;
 use warrant_core::audit::{RecordDraft, RecordKind};
+use warrant_core::credentials::KillSwitch;
 use warrant_core::identity::{Identity, IdentityError, IdentityPatch, NewIdentity, Transition};
 use warrant_core::Millis;
 use warrant_policy::PolicyBundle;
-use warrant_store::{ChangeRef, StoreError, TokenRow, Unique, WriteTx};
+use warrant_store::{
+    ChangeRef, IdentityKeyRow, RevokedToken, StoreError, TokenKeyRow, TokenRow, Unique, WriteTx,
+};
 
 pub struct Ctx<'a> {
     pub now: Millis,
     pub trust_domain: &'a str,
+    /// Unwraps stored token signing keys (to publish them to the snapshot).
+    pub key_wrap: &'a KeyWrap,
 }
 
 pub enum Op {
@@ -50,8 +56,62 @@ pub enum Op {
     },
     /// Last-used times; no audit record (operational metadata, not a change of access).
     Touch(Vec<(String, Millis)>),
+    EngageKillSwitch {
+        actor: String,
+        switch: KillSwitch,
+    },
+    ReleaseKillSwitch {
+        actor: String,
+        id: String,
+        reason: String,
+    },
+    AddIdentityKey {
+        actor: String,
+        key: IdentityKeyRow,
+    },
+    RevokeIdentityKey {
+        actor: String,
+        identity_id: String,
+        kid: String,
+    },
+    /// An access token was issued: consumes the client assertion's `jti` (a replay is
+    /// refused with `Conflict`) and records the issuance.
+    IssueCredential {
+        client_id: String,
+        /// The client assertion's `jti` and expiry, when one authenticated the client.
+        assertion: Option<(String, Millis)>,
+        subject: String,
+        payload: serde_json::Value,
+    },
+    /// A token request from an authenticated client was refused (also consumes the
+    /// assertion, so it cannot be replayed).
+    RefuseCredential {
+        client_id: String,
+        assertion: Option<(String, Millis)>,
+        payload: serde_json::Value,
+    },
+    RevokeCredential {
+        actor: String,
+        revoked: RevokedToken,
+        subject: Option<String>,
+    },
+    /// A new access-token signing key takes over; the ones before sign no more and leave
+    /// the JWKS at `unpublish_ms`. With `only_if_none`, nothing happens when a signing key
+    /// exists already (replicas starting together).
+    RotateSigningKey {
+        actor: String,
+        key: TokenKeyRow,
+        unpublish_ms: Millis,
+        only_if_none: bool,
+    },
+    /// Deletes used assertions and revocations that expired before `before_ms`.
+    PurgeExpired {
+        before_ms: Millis,
+    },
     /// A server life-cycle event record.
-    System { payload: serde_json::Value },
+    System {
+        payload: serde_json::Value,
+    },
 }
 
 /// What the snapshot must learn once the batch has committed.
@@ -62,6 +122,12 @@ pub enum Effect {
         bundle: Arc<PolicyBundle>,
     },
     Token(TokenRow),
+    KillSwitch(KillSwitch),
+    Revoked {
+        jti: String,
+        exp_ms: Millis,
+    },
+    SigningKeys(Arc<SigningKeys>),
 }
 
 /// What the caller gets back.
@@ -72,6 +138,7 @@ pub enum Outcome {
     PolicyVersion(u64),
     /// The op found nothing to do (see `PutToken::unless_active`).
     Unchanged,
+    KillSwitch(Box<KillSwitch>),
 }
 
 pub struct Applied {
@@ -98,6 +165,44 @@ fn name_taken(identity: &Identity) -> WriteError {
         "an identity named `{}` already exists in environment `{}` (names of retired identities are never reused)",
         identity.name, identity.environment
     ))
+}
+
+fn kill_switch_applied(kind: RecordKind, actor: &str, switch: KillSwitch) -> Applied {
+    let payload = json!({
+        "id": switch.id,
+        "target": { "kind": switch.target.kind(), "value": switch.target.value() },
+        "reason": if kind == RecordKind::KillSwitchEngaged { Some(&switch.reason) } else { switch.release_reason.as_ref() },
+        "engaged_by": switch.engaged_by,
+    });
+    Applied {
+        drafts: vec![draft(
+            kind,
+            actor,
+            format!("killswitch:{}", switch.id),
+            payload,
+        )],
+        effect: Some(Effect::KillSwitch(switch.clone())),
+        outcome: Outcome::KillSwitch(Box::new(switch)),
+    }
+}
+
+async fn consume_assertion(
+    tx: &mut dyn WriteTx,
+    client_id: &str,
+    assertion: Option<&(String, Millis)>,
+) -> Result<(), WriteError> {
+    if let Some((jti, exp_ms)) = assertion {
+        if !tx
+            .use_assertion(client_id, jti, *exp_ms)
+            .await
+            .map_err(store_err)?
+        {
+            return Err(WriteError::Conflict(
+                "the client assertion was used before (its jti is accepted once)".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn identity_json(i: &Identity) -> serde_json::Value {
@@ -300,6 +405,202 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                 outcome: Outcome::None,
             })
         }
+        Op::EngageKillSwitch { actor, switch } => {
+            tx.insert_kill_switch(&switch).await.map_err(|e| match e {
+                StoreError::Conflict(_) => {
+                    WriteError::Conflict(format!("kill switch `{}` exists already", switch.id))
+                }
+                e => store_err(e),
+            })?;
+            Ok(kill_switch_applied(
+                RecordKind::KillSwitchEngaged,
+                &actor,
+                switch,
+            ))
+        }
+        Op::ReleaseKillSwitch { actor, id, reason } => {
+            let mut switch = tx
+                .get_kill_switch(&id)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| WriteError::NotFound(format!("no kill switch `{id}`")))?;
+            if !switch.engaged() {
+                return Err(WriteError::Conflict(format!(
+                    "kill switch `{id}` was released already"
+                )));
+            }
+            switch.released_ms = Some(ctx.now);
+            switch.released_by = Some(actor.clone());
+            switch.release_reason = Some(reason);
+            tx.update_kill_switch(&switch).await.map_err(store_err)?;
+            Ok(kill_switch_applied(
+                RecordKind::KillSwitchReleased,
+                &actor,
+                switch,
+            ))
+        }
+        Op::AddIdentityKey { actor, key } => {
+            let identity = load(tx, &key.identity_id).await?;
+            if identity.state == warrant_core::identity::IdentityState::Retired {
+                return Err(WriteError::Conflict(format!(
+                    "identity `{}` is retired",
+                    identity.id
+                )));
+            }
+            tx.insert_identity_key(&key).await.map_err(|e| match e {
+                StoreError::Conflict(_) => WriteError::Conflict(format!(
+                    "identity `{}` has a key `{}` already (kids are never reused)",
+                    key.identity_id, key.kid
+                )),
+                e => store_err(e),
+            })?;
+            // The public key only (it is public); never anything private.
+            let payload = json!({ "kid": key.kid, "jwk": serde_json::from_str::<serde_json::Value>(&key.jwk).unwrap_or_default() });
+            Ok(Applied {
+                drafts: vec![draft(
+                    RecordKind::IdentityKeyAdded,
+                    &actor,
+                    format!("identity-key:{}/{}", key.identity_id, key.kid),
+                    payload,
+                )],
+                effect: None,
+                outcome: Outcome::None,
+            })
+        }
+        Op::RevokeIdentityKey {
+            actor,
+            identity_id,
+            kid,
+        } => {
+            if !tx
+                .revoke_identity_key(&identity_id, &kid, ctx.now)
+                .await
+                .map_err(store_err)?
+            {
+                return Err(WriteError::NotFound(format!(
+                    "identity `{identity_id}` has no unrevoked key `{kid}`"
+                )));
+            }
+            Ok(Applied {
+                drafts: vec![draft(
+                    RecordKind::IdentityKeyRevoked,
+                    &actor,
+                    format!("identity-key:{identity_id}/{kid}"),
+                    json!({ "kid": kid }),
+                )],
+                effect: None,
+                outcome: Outcome::None,
+            })
+        }
+        Op::IssueCredential {
+            client_id,
+            assertion,
+            subject,
+            payload,
+        } => {
+            consume_assertion(tx, &client_id, assertion.as_ref()).await?;
+            Ok(Applied {
+                drafts: vec![draft(
+                    RecordKind::CredentialIssued,
+                    &format!("client:{client_id}"),
+                    subject,
+                    payload,
+                )],
+                effect: None,
+                outcome: Outcome::None,
+            })
+        }
+        Op::RefuseCredential {
+            client_id,
+            assertion,
+            payload,
+        } => {
+            consume_assertion(tx, &client_id, assertion.as_ref()).await?;
+            Ok(Applied {
+                drafts: vec![draft(
+                    RecordKind::CredentialRefused,
+                    &format!("client:{client_id}"),
+                    format!("identity:{client_id}"),
+                    payload,
+                )],
+                effect: None,
+                outcome: Outcome::None,
+            })
+        }
+        Op::RevokeCredential {
+            actor,
+            revoked,
+            subject,
+        } => {
+            let fresh = tx.revoke_token(&revoked).await.map_err(store_err)?;
+            if !fresh {
+                // Revoking twice is not an error (RFC 7009 §2.2) and not a change.
+                return Ok(Applied {
+                    drafts: vec![],
+                    effect: None,
+                    outcome: Outcome::Unchanged,
+                });
+            }
+            Ok(Applied {
+                drafts: vec![draft(
+                    RecordKind::CredentialRevoked,
+                    &actor,
+                    format!("access-token:{}", revoked.jti),
+                    json!({ "jti": revoked.jti, "exp_ms": revoked.exp_ms, "subject": subject }),
+                )],
+                effect: Some(Effect::Revoked {
+                    jti: revoked.jti,
+                    exp_ms: revoked.exp_ms,
+                }),
+                outcome: Outcome::None,
+            })
+        }
+        Op::RotateSigningKey {
+            actor,
+            key,
+            unpublish_ms,
+            only_if_none,
+        } => {
+            let before = tx.token_keys().await.map_err(store_err)?;
+            if only_if_none && before.iter().any(|k| k.retired_ms.is_none()) {
+                return Ok(Applied {
+                    drafts: vec![],
+                    effect: None,
+                    outcome: Outcome::Unchanged,
+                });
+            }
+            tx.retire_token_keys(ctx.now, unpublish_ms)
+                .await
+                .map_err(store_err)?;
+            tx.insert_token_key(&key).await.map_err(store_err)?;
+            let rows = tx.token_keys().await.map_err(store_err)?;
+            let retired: Vec<&str> = before
+                .iter()
+                .filter(|k| k.retired_ms.is_none())
+                .map(|k| k.kid.as_str())
+                .collect();
+            Ok(Applied {
+                drafts: vec![draft(
+                    RecordKind::SigningKeyRotated,
+                    &actor,
+                    format!("signing-key:{}", key.kid),
+                    json!({ "kid": key.kid, "alg": key.alg, "retired": retired, "retired_keys_leave_jwks_ms": unpublish_ms }),
+                )],
+                effect: Some(Effect::SigningKeys(Arc::new(SigningKeys::from_rows(
+                    &rows,
+                    ctx.key_wrap,
+                )))),
+                outcome: Outcome::None,
+            })
+        }
+        Op::PurgeExpired { before_ms } => {
+            tx.purge_expired(before_ms).await.map_err(store_err)?;
+            Ok(Applied {
+                drafts: vec![],
+                effect: None,
+                outcome: Outcome::None,
+            })
+        }
         Op::System { payload } => Ok(Applied {
             drafts: vec![draft(
                 RecordKind::System,
@@ -319,6 +620,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
 pub async fn reload(
     tx: &mut dyn WriteTx,
     changes: &[ChangeRef],
+    key_wrap: &KeyWrap,
 ) -> Result<Vec<Effect>, WriteError> {
     let mut seen = std::collections::HashSet::new();
     let mut effects = Vec::new();
@@ -339,6 +641,25 @@ pub async fn reload(
                 if let Some(token) = tx.get_token(key).await.map_err(store_err)? {
                     effects.push(Effect::Token(token));
                 }
+            }
+            "killswitch" => {
+                if let Some(switch) = tx.get_kill_switch(key).await.map_err(store_err)? {
+                    effects.push(Effect::KillSwitch(switch));
+                }
+            }
+            "access-token" => {
+                if let Some(r) = tx.revoked_token(key).await.map_err(store_err)? {
+                    effects.push(Effect::Revoked {
+                        jti: r.jti,
+                        exp_ms: r.exp_ms,
+                    });
+                }
+            }
+            "signing-key" if seen.insert("signing-key") => {
+                let rows = tx.token_keys().await.map_err(store_err)?;
+                effects.push(Effect::SigningKeys(Arc::new(SigningKeys::from_rows(
+                    &rows, key_wrap,
+                ))));
             }
             // Several policy versions in one catch-up: the newest is the one in force.
             "policy" if seen.insert("policy") => {

@@ -6,9 +6,11 @@
 //! map (`imbl`), so changing one identity costs O(log n) and a snapshot clone is O(1):
 //! the cost of a decision does not grow with the number of identities.
 
+use crate::credentials::SigningKeys;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use warrant_core::credentials::KillSwitch;
 use warrant_core::identity::{Identity, IdentityState};
 use warrant_core::merkle::Hash;
 use warrant_core::Millis;
@@ -105,6 +107,12 @@ pub struct Snapshot {
     pub by_spiffe: imbl::HashMap<String, String>,
     /// SHA-256 of the token secret → token. Revoked tokens are not present.
     pub tokens: Arc<HashMap<Hash, TokenInfo>>,
+    /// Engaged kill switches (released ones are dropped). Few: a linear scan per decision.
+    pub kill_switches: Arc<Vec<KillSwitch>>,
+    /// Access tokens revoked before their expiry: jti → expiry (ms).
+    pub revoked: Arc<HashMap<String, Millis>>,
+    /// The keys that sign and verify access tokens.
+    pub signing: Arc<SigningKeys>,
 }
 
 impl Snapshot {
@@ -115,7 +123,29 @@ impl Snapshot {
             principals: imbl::HashMap::new(),
             by_spiffe: imbl::HashMap::new(),
             tokens: Arc::new(HashMap::new()),
+            kill_switches: Arc::new(Vec::new()),
+            revoked: Arc::new(HashMap::new()),
+            signing: Arc::new(SigningKeys::default()),
         }
+    }
+
+    /// The engaged kill switch that stops `identity`, if any.
+    pub fn kill_switch_for(&self, identity: &Identity) -> Option<&KillSwitch> {
+        warrant_core::credentials::stopped_by(self.kill_switches.iter(), identity)
+    }
+
+    /// Applies an engaged or released switch.
+    pub fn put_kill_switch(&mut self, switch: KillSwitch) {
+        let mut all: Vec<KillSwitch> = self
+            .kill_switches
+            .iter()
+            .filter(|s| s.id != switch.id)
+            .cloned()
+            .collect();
+        if switch.engaged() {
+            all.push(switch);
+        }
+        self.kill_switches = Arc::new(all);
     }
 
     /// Resolves a principal reference: an identity id or its SPIFFE URI.

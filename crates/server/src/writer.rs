@@ -98,6 +98,8 @@ pub struct WriterConfig {
     /// Audit records that existed when the snapshot was loaded: changes from this
     /// sequence number on are reloaded by the first batch.
     pub synced_size: u64,
+    /// Unwraps stored token signing keys.
+    pub key_wrap: Arc<crate::credentials::KeyWrap>,
 }
 
 impl Writer {
@@ -298,7 +300,7 @@ impl WriterTask {
         if head.tree.size() > self.synced {
             // Another replica appended since: catch up first, under the head lock.
             let changes = tx.changes_since(self.synced).await.map_err(unavailable)?;
-            effects.extend(ops::reload(&mut *tx, &changes).await?);
+            effects.extend(ops::reload(&mut *tx, &changes, &self.config.key_wrap).await?);
         }
         let caught_up = effects.len();
         // What changed elsewhere since the snapshot every decision of this batch was made
@@ -310,7 +312,14 @@ impl WriterTask {
                 _ => None,
             })
             .collect();
-        let policy_changed = effects.iter().any(|e| matches!(e, Effect::Policy { .. }));
+        // A policy change, a kill switch or a revocation elsewhere: every pending allow is
+        // suspect (rare events; the client asks again).
+        let policy_changed = effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::Policy { .. } | Effect::KillSwitch(_) | Effect::Revoked { .. }
+            )
+        });
         let stale = |allowed: &[String]| {
             !allowed.is_empty()
                 && (policy_changed || allowed.iter().any(|id| changed_ids.contains(id)))
@@ -318,6 +327,7 @@ impl WriterTask {
         let ctx = ops::Ctx {
             now,
             trust_domain: &self.config.trust_domain,
+            key_wrap: &self.config.key_wrap,
         };
         for job in jobs {
             let start = drafts.len();
@@ -393,6 +403,19 @@ impl WriterTask {
                     next.policy = bundle;
                     next.policy_version = version;
                 }
+                Effect::KillSwitch(switch) => next.put_kill_switch(switch),
+                Effect::Revoked { jti, exp_ms } => {
+                    let now = self.clock.now_ms();
+                    let mut revoked: std::collections::HashMap<String, warrant_core::Millis> = next
+                        .revoked
+                        .iter()
+                        .filter(|(_, exp)| **exp > now)
+                        .map(|(j, e)| (j.clone(), *e))
+                        .collect();
+                    revoked.insert(jti, exp_ms);
+                    next.revoked = Arc::new(revoked);
+                }
+                Effect::SigningKeys(keys) => next.signing = keys,
                 Effect::Token(row) => {
                     let mut tokens = (*next.tokens).clone();
                     tokens.retain(|_, t| t.id != row.id);

@@ -149,6 +149,10 @@ pub fn decide(
     let entry = snap.principal(&req.principal);
     let (decision, reason) = match entry {
         None => deny(format!("unknown principal `{}`", req.principal)),
+        Some(e) if snap.kill_switch_for(&e.identity).is_some() => {
+            let ks = snap.kill_switch_for(&e.identity);
+            deny(ks.map_or_else(String::new, kill_switch_reason))
+        }
         Some(e) => match (e.identity.may_act(), &e.entities) {
             (Err(why), _) => deny(why.to_owned()),
             (Ok(()), None) => deny("principal entities unavailable (fail closed)".to_owned()),
@@ -238,6 +242,15 @@ pub fn decide(
         audit_seq: 0,
     };
     Ok((response, draft))
+}
+
+/// Why a kill switch denies: which switch, what it covers, and the reason given.
+pub fn kill_switch_reason(ks: &warrant_core::credentials::KillSwitch) -> String {
+    let what = match ks.target.value() {
+        Some(v) => format!("{} `{v}`", ks.target.kind()),
+        None => "all AI automation".to_owned(),
+    };
+    format!("stopped by kill switch `{}` ({what}): {}", ks.id, ks.reason)
 }
 
 /// The principal an allow was given to (for the writer's staleness check).
