@@ -186,7 +186,8 @@ impl SigningKeys {
             .filter(|k| k.unpublish_ms.is_none_or(|t| t > now))
             .map(|k| k.jwk.clone())
             .collect();
-        keys.sort_by(|a, b| a["kid"].as_str().cmp(&b["kid"].as_str()));
+        let kid = |v: &serde_json::Value| v.get("kid").and_then(|k| k.as_str()).map(str::to_owned);
+        keys.sort_by_key(kid);
         serde_json::json!({ "keys": keys })
     }
 
@@ -205,8 +206,9 @@ fn published(row: &TokenKeyRow) -> Result<PublishedKey, KeyError> {
     };
     let jwk: serde_json::Value =
         serde_json::from_str(&row.public_jwk).map_err(|e| unusable(e.to_string()))?;
-    let x = jwk["x"]
-        .as_str()
+    let x = jwk
+        .get("x")
+        .and_then(|x| x.as_str())
         .ok_or_else(|| unusable("no `x` in the public JWK".into()))?;
     let decoding =
         jsonwebtoken::DecodingKey::from_ed_components(x).map_err(|e| unusable(e.to_string()))?;
