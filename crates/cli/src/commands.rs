@@ -69,6 +69,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::MigrateStore { from_data_dir, to } => {
             crate::migrate::migrate_store(&from_data_dir, &to).await
         }
+        Command::Killswitch { client: o, cmd } => {
+            crate::killswitch::run(&o, cmd).await.map_err(api_error_any)
+        }
+        Command::Keys { client: o, cmd } => crate::credentials::run(&o, cmd)
+            .await
+            .map_err(api_error_any),
         Command::Authorize { client: o, args } => authorize(&o, args).await.map_err(api_error_any),
         Command::Audit { client: o, cmd } => audit(&o, cmd).await.map_err(api_error_any),
     }

@@ -6,6 +6,8 @@
 #![allow(clippy::indexing_slicing)]
 
 mod commands;
+mod credentials;
+mod killswitch;
 mod migrate;
 mod offline;
 mod output;
@@ -81,6 +83,21 @@ pub enum Command {
         client: ClientOpts,
         #[command(subcommand)]
         cmd: AuditCmd,
+    },
+    /// Stop agents at once: one identity, an owner's identities, an environment, or all AI
+    /// automation (and release).
+    Killswitch {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        cmd: killswitch::Cmd,
+    },
+    /// Agent credentials: workload keys, access-token signing keys.
+    Keys {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        cmd: credentials::Cmd,
     },
     /// Copy an embedded data directory (SQLite) into an empty PostgreSQL database, keeping
     /// the audit chain verifiable. Stop the server on the data directory first.

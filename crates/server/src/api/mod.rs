@@ -3,6 +3,9 @@
 pub mod audit;
 pub mod authorize;
 pub mod identities;
+pub mod keys;
+pub mod killswitch;
+pub mod oauth;
 pub mod policies;
 pub mod system;
 
@@ -85,7 +88,11 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(keys::Doc::openapi());
+    doc.merge(killswitch::Doc::openapi());
+    doc.merge(oauth::Doc::openapi());
+    doc
 }
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
@@ -161,6 +168,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(openapi_json))
+        .merge(keys::routes())
+        .merge(killswitch::routes())
+        .merge(oauth::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

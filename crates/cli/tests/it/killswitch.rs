@@ -1,0 +1,1 @@
+//! Kill switch: engage and release through the API and CLI; decisions and tokens stop at once.
