@@ -101,6 +101,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             listen: a.listen,
             data_dir: a.data_dir,
             database: a.database,
+            issuer: a.issuer,
             trust_domain: a.trust_domain,
             durability: a.durability,
             checkpoint_interval_secs: a.checkpoint_interval,

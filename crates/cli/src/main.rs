@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// Data directory [default: ./warrant-data].
     #[arg(long, env = "WARRANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// OAuth issuer URL of access tokens (the public base URL of this service, e.g.
+    /// https://warrant.example.com) [default: http://<listen>].
+    #[arg(long, env = "WARRANT_ISSUER")]
+    pub issuer: Option<String>,
     /// PostgreSQL URL shared by several replicas (postgres://user:password@host:port/db)
     /// [default: the embedded SQLite database in the data directory]. Prefer the
     /// environment or the config file when the URL carries a password.

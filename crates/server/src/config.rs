@@ -30,6 +30,13 @@ pub struct Config {
     pub sync_interval: Duration,
     /// From `WARRANT_ADMIN_TOKEN`; never logged.
     pub admin_token: Option<String>,
+    /// The OAuth issuer (`iss` of access tokens, the base of the token endpoint URL that
+    /// client assertions name as audience). Default `http://<listen>`.
+    pub issuer: String,
+    /// Access-token lifetimes: default and hard maximum.
+    pub token_lifetimes: warrant_core::credentials::Lifetimes,
+    /// Longest delegation chain (token exchange).
+    pub max_delegation_depth: usize,
 }
 
 impl Default for Config {
@@ -48,6 +55,9 @@ impl Default for Config {
             last_used_flush: Duration::from_secs(10),
             sync_interval: Duration::from_millis(500),
             admin_token: None,
+            issuer: format!("http://{DEFAULT_LISTEN}"),
+            token_lifetimes: warrant_core::credentials::Lifetimes::default(),
+            max_delegation_depth: warrant_core::credentials::DEFAULT_MAX_DELEGATION_DEPTH,
         }
     }
 }
@@ -69,6 +79,14 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Milliseconds between change checks of a PostgreSQL replica (100..=10000).
     pub sync_interval_ms: Option<u64>,
+    /// OAuth issuer URL (`https://warrant.example.com`); default `http://<listen>`.
+    pub issuer: Option<String>,
+    /// Default access-token lifetime in seconds (300).
+    pub token_lifetime_secs: Option<u64>,
+    /// Hard maximum access-token lifetime in seconds (3600; at most 86400).
+    pub token_max_lifetime_secs: Option<u64>,
+    /// Longest delegation chain of a token exchange (3).
+    pub max_delegation_depth: Option<usize>,
 }
 
 /// Overrides from environment and flags (already merged by the CLI, flags winning).
@@ -81,6 +99,7 @@ pub struct Overrides {
     pub durability: Option<String>,
     pub checkpoint_interval_secs: Option<u64>,
     pub admin_token: Option<String>,
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +215,31 @@ impl Config {
                 ));
             }
             c.max_body_bytes = b;
+        }
+        match o.issuer.or(fc.issuer) {
+            Some(iss) => {
+                let iss = iss.trim_end_matches('/').to_owned();
+                if !(iss.starts_with("https://") || iss.starts_with("http://"))
+                    || iss.contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
+                {
+                    return Err(invalid(
+                        "issuer",
+                        format!("`{iss}` is not an http(s) URL without query or fragment"),
+                    ));
+                }
+                c.issuer = iss;
+            }
+            None => c.issuer = format!("http://{}", c.listen),
+        }
+        let lifetime = fc.token_lifetime_secs.unwrap_or(c.token_lifetimes.default_secs);
+        let max = fc.token_max_lifetime_secs.unwrap_or(c.token_lifetimes.max_secs);
+        c.token_lifetimes = warrant_core::credentials::Lifetimes::new(lifetime, max)
+            .map_err(|e| invalid("token_lifetime_secs", e.to_string()))?;
+        if let Some(d) = fc.max_delegation_depth {
+            if !(1..=10).contains(&d) {
+                return Err(invalid("max_delegation_depth", "must be between 1 and 10"));
+            }
+            c.max_delegation_depth = d;
         }
         if let Some(t) = o.admin_token {
             if t.len() < 32 || t.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {

@@ -57,6 +57,10 @@ pub struct Inner {
     pub max_body_bytes: usize,
     /// Wraps new token signing keys for storage (`warrant keys rotate`).
     pub key_wrap: Arc<credentials::KeyWrap>,
+    /// OAuth issuer URL (no trailing slash).
+    pub issuer: String,
+    pub token_lifetimes: warrant_core::credentials::Lifetimes,
+    pub max_delegation_depth: usize,
 }
 
 pub type AppState = Arc<Inner>;
@@ -284,6 +288,9 @@ impl Server {
             origin,
             max_body_bytes: config.max_body_bytes,
             key_wrap,
+            issuer: config.issuer.clone(),
+            token_lifetimes: config.token_lifetimes,
+            max_delegation_depth: config.max_delegation_depth,
         });
         Ok(Server {
             state,
