@@ -6,6 +6,7 @@ pub mod identities;
 pub mod keys;
 pub mod killswitch;
 pub mod oauth;
+pub mod oauth_more;
 pub mod policies;
 pub mod system;
 
@@ -92,6 +93,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(keys::Doc::openapi());
     doc.merge(killswitch::Doc::openapi());
     doc.merge(oauth::Doc::openapi());
+    doc.merge(oauth_more::Doc::openapi());
     doc
 }
 
@@ -171,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keys::routes())
         .merge(killswitch::routes())
         .merge(oauth::routes())
+        .merge(oauth_more::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
