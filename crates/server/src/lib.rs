@@ -403,6 +403,7 @@ fn spawn_jobs(state: AppState, config: &Config) -> tokio::task::JoinHandle<()> {
                         if let Err(e) = checkpoint_if_needed(&state).await {
                             tracing::warn!(error = %e, "periodic checkpoint failed");
                         }
+                        purge_expired(&state).await;
                     }
                 }
                 // Every replica flushes the last-used times it saw (they only move forward).
@@ -412,6 +413,19 @@ fn spawn_jobs(state: AppState, config: &Config) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// Forgets used client assertions and revocations of tokens that expired over an hour ago
+/// (a replayed assertion or a revoked token is refused by its expiry by then anyway).
+async fn purge_expired(state: &AppState) {
+    let before_ms = state.clock.now_ms().saturating_sub(3_600_000);
+    if let Err(e) = state
+        .writer
+        .mutate(ops::Op::PurgeExpired { before_ms })
+        .await
+    {
+        tracing::warn!(error = %e, "cannot purge expired assertions and revocations");
+    }
 }
 
 /// Makes sure this replica holds the periodic-jobs lock if it can: checks a held lock is
