@@ -279,7 +279,7 @@ impl KillTarget {
             match v.map(str::trim) {
                 Some(v) if !v.is_empty() && v.len() <= 512 => Ok(v.to_owned()),
                 _ => Err(CredentialError::KillSwitch(format!(
-                    "a `{kind}` kill switch needs a value (1 to 512 characters)"
+                    "a kill switch on `{kind}` needs a value (1 to 512 characters)"
                 ))),
             }
         };

@@ -39,6 +39,10 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit/checkpoints"),
     ("POST", "/v1/audit/checkpoints"),
     ("GET", "/v1/audit/public-key"),
+    ("POST", "/v1/killswitches"),
+    ("GET", "/v1/killswitches"),
+    ("GET", "/v1/killswitches/{id}"),
+    ("POST", "/v1/killswitches/{id}/release"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -306,10 +310,12 @@ struct Ids {
     to_suspend: String,
     to_resume: String,
     to_retire: String,
+    /// An engaged kill switch (covering no identity).
+    kill_switch: String,
 }
 
-/// A policy, identities in each lifecycle state an operation needs, a decision and a
-/// checkpoint covering record 0.
+/// A policy, identities in each lifecycle state an operation needs, a decision, a
+/// checkpoint covering record 0 and an engaged kill switch that covers nobody.
 async fn populate(server: &Server) -> Ids {
     let c = server.client();
     c.put_policy(Some(SCHEMA), POLICIES, Some("openapi"))
@@ -320,6 +326,13 @@ async fn populate(server: &Server) -> Ids {
         to_suspend: create_identity(&c, "to-suspend", "dev", &[]).await,
         to_resume: create_identity(&c, "to-resume", "dev", &[]).await,
         to_retire: create_identity(&c, "to-retire", "dev", &[]).await,
+        kill_switch: c
+            .post("/v1/killswitches", &kill_switch_sample())
+            .await
+            .expect("engage kill switch")["id"]
+            .as_str()
+            .expect("kill switch id")
+            .to_owned(),
     };
     c.lifecycle(&ids.to_resume, "suspend", None)
         .await
@@ -331,6 +344,14 @@ async fn populate(server: &Server) -> Ids {
     assert_eq!(d["decision"], "allow", "{d}");
     c.checkpoint().await.expect("checkpoint");
     ids
+}
+
+/// A kill switch that stops nobody (no identity has this owner).
+fn kill_switch_sample() -> Value {
+    json!({
+        "target": { "kind": "owner", "value": "nobody@example.com" },
+        "reason": "openapi test",
+    })
 }
 
 /// Plausible path for a documented path template.
@@ -345,6 +366,7 @@ fn concrete_path(template: &str, ids: &Ids) -> String {
             "id" if template.ends_with("/suspend") => ids.to_suspend.clone(),
             "id" if template.ends_with("/resume") => ids.to_resume.clone(),
             "id" if template.ends_with("/retire") => ids.to_retire.clone(),
+            "id" if template.starts_with("/v1/killswitches/") => ids.kill_switch.clone(),
             "id" => ids.target.clone(),
             "version" => "1".to_owned(),
             "seq" => "0".to_owned(),
@@ -376,6 +398,8 @@ fn sample_body(method: &str, template: &str, ids: &Ids) -> Value {
         ("post", "/v1/authorize/batch") => {
             json!({ "requests": [read_req(&ids.target, 1), read_req("idn_unknown", 1)] })
         }
+        ("post", "/v1/killswitches") => kill_switch_sample(),
+        ("post", "/v1/killswitches/{id}/release") => json!({ "reason": "openapi test" }),
         _ => panic!(
             "{} {template} documents a request body but this test has no sample for it",
             method.to_uppercase()
@@ -663,6 +687,78 @@ async fn main_success_responses_fit_their_documented_schemas() {
     .await;
     assert_eq!(conflict.status, 409, "{}", conflict.text);
     assert_fits(&doc, "post", "/v1/identities", 409, &conflict.json());
+
+    // Kill switches: engaged (with and without a target value), listed, shown, released;
+    // releasing twice is a 409.
+    let identity =
+        json!({ "target": { "kind": "identity", "value": reader }, "reason": "schema check" });
+    let all_ai = json!({ "target": { "kind": "all_ai" }, "reason": "schema check" });
+    let mut engaged = vec![];
+    for body in [&identity, &all_ai] {
+        let a = call(&server, "post", "/v1/killswitches", true, Some(body)).await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        assert_fits(&doc, "post", "/v1/killswitches", 201, &a.json());
+        engaged.push(a.json()["id"].as_str().expect("id").to_owned());
+    }
+    let released = call(
+        &server,
+        "post",
+        &format!("/v1/killswitches/{}/release", engaged[0]),
+        true,
+        Some(&json!({ "reason": "schema check done" })),
+    )
+    .await;
+    assert_eq!(released.status, 200, "{}", released.text);
+    assert_fits(
+        &doc,
+        "post",
+        "/v1/killswitches/{id}/release",
+        200,
+        &released.json(),
+    );
+    for id in &engaged {
+        let a = call(
+            &server,
+            "get",
+            &format!("/v1/killswitches/{id}"),
+            true,
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_fits(&doc, "get", "/v1/killswitches/{id}", 200, &a.json());
+    }
+    for query in ["", "?all=true"] {
+        let a = call(
+            &server,
+            "get",
+            &format!("/v1/killswitches{query}"),
+            true,
+            None,
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_fits(&doc, "get", "/v1/killswitches", 200, &a.json());
+    }
+    let again = call(
+        &server,
+        "post",
+        &format!("/v1/killswitches/{}/release", engaged[0]),
+        true,
+        Some(&json!({ "reason": "schema check done" })),
+    )
+    .await;
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert_fits(
+        &doc,
+        "post",
+        "/v1/killswitches/{id}/release",
+        409,
+        &again.json(),
+    );
+    let unknown = call(&server, "get", "/v1/killswitches/ks_unknown", true, None).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    assert_fits(&doc, "get", "/v1/killswitches/{id}", 404, &unknown.json());
 }
 
 /// The checker used above must be able to fail.
@@ -850,6 +946,7 @@ async fn parameters_are_documented_where_they_are_read() {
         ("/v1/identities", "limit"),
         ("/v1/audit", "limit"),
         ("/v1/policies/versions", "limit"),
+        ("/v1/killswitches", "all"),
     ] {
         let documented = op(&doc, "get", path)["parameters"]
             .as_array()
