@@ -1,6 +1,6 @@
 //! Access-token signing keys: generation, wrapping for storage, and the set in force.
 
-use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::SigningKey;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -126,7 +126,13 @@ pub fn base64url(bytes: &[u8]) -> String {
 /// The key that signs new tokens.
 pub struct ActiveKey {
     pub kid: String,
+    /// The key, parsed once (signing with a PKCS#8 `EncodingKey` re-parses it, and so
+    /// recomputes the public key, for every token).
+    pub signer: SigningKey,
+    /// The same key for `jsonwebtoken` (tests sign odd tokens with it).
     pub encoding: jsonwebtoken::EncodingKey,
+    /// `base64url({"alg":"EdDSA","typ":"at+jwt","kid":…})`, the first part of every token.
+    pub header_b64: String,
 }
 
 /// A key whose tokens may still be valid.
@@ -166,12 +172,22 @@ impl SigningKeys {
             .max_by_key(|r| r.created_ms);
         if let Some(row) = signer {
             match wrap.unwrap(&row.kid, &row.wrapped_private) {
-                Ok(der) => {
-                    keys.current = Some(Arc::new(ActiveKey {
-                        kid: row.kid.clone(),
-                        encoding: jsonwebtoken::EncodingKey::from_ed_der(&der),
-                    }))
-                }
+                Ok(der) => match SigningKey::from_pkcs8_der(&der) {
+                    Ok(signer) => {
+                        let header = serde_json::json!({
+                            "alg": ALG,
+                            "typ": super::jwt::ACCESS_TOKEN_TYP,
+                            "kid": row.kid,
+                        });
+                        keys.current = Some(Arc::new(ActiveKey {
+                            kid: row.kid.clone(),
+                            signer,
+                            encoding: jsonwebtoken::EncodingKey::from_ed_der(&der),
+                            header_b64: base64url(header.to_string().as_bytes()),
+                        }))
+                    }
+                    Err(e) => tracing::error!(kid = %row.kid, error = %e, "signing key does not decode: tokens are refused"),
+                },
                 Err(e) => tracing::error!(error = %e, "no token signing key: tokens are refused"),
             }
         }
