@@ -7,6 +7,7 @@
 //! valid, for the JWKS and for verification). The rules (scopes, lifetimes, delegation,
 //! kill switches) are in `warrant_core::credentials`.
 
+pub mod assertion;
 pub mod jwt;
 pub mod keys;
 
