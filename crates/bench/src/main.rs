@@ -13,6 +13,7 @@ mod pg;
 mod pg_base;
 mod scale;
 mod sqlite_base;
+mod tokens;
 mod util;
 
 use clap::{Args, Parser, Subcommand};
@@ -45,9 +46,21 @@ enum Cmd {
     Scale(ScaleArgs),
     /// PostgreSQL vs SQLite (HTTP decisions, audit append) and propagation across replicas.
     Pg(PgArgs),
+    /// The token endpoint over HTTP vs bare Ed25519 signing.
+    Tokens(TokensArgs),
     /// Everything above with moderate defaults; prints a markdown report (`pg` only when
     /// a PostgreSQL server is given or can be started).
     All(AllArgs),
+}
+
+#[derive(Args, Clone)]
+struct TokensArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    tasks: usize,
+    /// Tokens to request (each with its own client assertion).
+    #[arg(long, default_value_t = 20_000)]
+    tokens: usize,
 }
 
 #[derive(Args, Clone)]
@@ -309,6 +322,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Pg(a) => {
             let o = pg::run(&base, &pg_opts(&a), a.pg.pg_url.as_deref()).await?;
             println!("{head}\n## pg\n\n{}", o.markdown);
+        }
+        Cmd::Tokens(a) => {
+            let o = tokens::run(
+                &base,
+                &tokens::Opts {
+                    tasks: a.tasks,
+                    tokens: a.tokens,
+                },
+            )
+            .await?;
+            println!("{head}\n## tokens\n\n{}", o.markdown);
         }
         Cmd::All(a) => all(&base, a).await?,
     }

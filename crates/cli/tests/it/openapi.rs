@@ -11,6 +11,7 @@
 )]
 
 use super::harness::*;
+use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -43,10 +44,114 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/killswitches"),
     ("GET", "/v1/killswitches/{id}"),
     ("POST", "/v1/killswitches/{id}/release"),
+    ("POST", "/v1/identities/{id}/keys"),
+    ("GET", "/v1/identities/{id}/keys"),
+    ("DELETE", "/v1/identities/{id}/keys/{kid}"),
+    ("GET", "/v1/keys"),
+    ("POST", "/v1/keys/rotate"),
+    ("POST", "/oauth2/token"),
+    ("POST", "/oauth2/introspect"),
+    ("POST", "/oauth2/revoke"),
+    ("GET", "/.well-known/oauth-authorization-server"),
+    ("GET", "/.well-known/jwks.json"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
 ];
+
+/// The operations that need no API token: probes, the audit public key, the OAuth
+/// discovery documents and the token endpoint (its clients authenticate with a client
+/// assertion instead). Exactly these are documented without `security`.
+const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/audit/public-key"),
+    ("POST", "/oauth2/token"),
+    ("GET", "/.well-known/oauth-authorization-server"),
+    ("GET", "/.well-known/jwks.json"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+];
+
+const JSON_MEDIA: &str = "application/json";
+const FORM_MEDIA: &str = "application/x-www-form-urlencoded";
+
+/// The audience of the access tokens asked for here.
+const AUDIENCE: &str = "https://docs.example";
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Seeds of the Ed25519 keys of the identity `target`: it signs its client assertions with
+/// the first; the second is registered to be revoked; the third is never registered by
+/// `populate` (the sample body of `POST /v1/identities/{id}/keys`).
+const AGENT_SEED: [u8; 32] = [7; 32];
+const REVOKED_SEED: [u8; 32] = [8; 32];
+const NEW_KEY_SEED: [u8; 32] = [9; 32];
+
+/// Readers may hold `App:read` in their own environment.
+const SCOPE_POLICIES: &str = r#"
+@id("readers-hold-read")
+permit (principal in Warrant::Role::"reader", action == Warrant::Action::"request_scope",
+        resource == Warrant::Scope::"App:read")
+when { context.environment == principal.environment };
+
+@id("agents-delegate-read")
+permit (principal, action == Warrant::Action::"delegate", resource)
+when { context.scope == ["App:read"] };
+"#;
+
+fn policies() -> String {
+    format!("{POLICIES}\n{SCOPE_POLICIES}")
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The public JWK of the Ed25519 key with this seed.
+fn ed25519_jwk(seed: &[u8; 32]) -> Value {
+    let sk = ed25519_dalek::SigningKey::from_bytes(seed);
+    json!({"kty": "OKP", "crv": "Ed25519", "x": b64(sk.verifying_key().as_bytes())})
+}
+
+/// A fresh `private_key_jwt` client assertion of `id`, signed with the key of `seed`
+/// registered as `kid`, for the token endpoint `endpoint`.
+fn client_assertion(id: &str, kid: &str, seed: &[u8; 32], endpoint: &str) -> String {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let der = ed25519_dalek::SigningKey::from_bytes(seed)
+        .to_pkcs8_der()
+        .expect("pkcs8");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let jti = format!(
+        "openapi-{}-{}-{now}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let claims = json!({
+        "iss": id, "sub": id, "aud": endpoint, "iat": now, "exp": now + 60, "jti": jti,
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .expect("sign assertion")
+}
+
+/// The parameters of a `client_credentials` token request by `id` (form-encoded).
+fn token_request(id: &str, kid: &str, endpoint: &str) -> Value {
+    json!({
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": client_assertion(id, kid, &AGENT_SEED, endpoint),
+        "scope": "App:read",
+        "audience": AUDIENCE,
+    })
+}
 
 const HTTP_METHODS: &[&str] = &[
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -78,15 +183,55 @@ async fn call(
     token: bool,
     body: Option<&Value>,
 ) -> Answer {
+    call_as(server, method, path, token, body, JSON_MEDIA).await
+}
+
+/// The media type an operation's request body is sent as: JSON when it documents JSON,
+/// form-encoded when it documents only that.
+fn request_media(operation: &Value) -> &'static str {
+    let content = &operation["requestBody"]["content"];
+    if content.get(JSON_MEDIA).is_some() || content.get(FORM_MEDIA).is_none() {
+        JSON_MEDIA
+    } else {
+        FORM_MEDIA
+    }
+}
+
+/// The name/value pairs of a form-encoded body given as a JSON object of strings.
+fn form_pairs(body: &Value) -> Vec<(String, String)> {
+    body.as_object()
+        .unwrap_or_else(|| panic!("a form body is an object: {body}"))
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .as_str()
+                .unwrap_or_else(|| panic!("form parameter `{k}` is not a string: {v}"));
+            (k.clone(), v.to_owned())
+        })
+        .collect()
+}
+
+/// Sends `body` as `media` (`application/json` or `application/x-www-form-urlencoded`).
+async fn call_as(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: bool,
+    body: Option<&Value>,
+    media: &str,
+) -> Answer {
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
     let mut req = http().request(method, format!("{}{path}", server.url));
     if token {
         req = req.header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"));
     }
-    if let Some(b) = body {
-        req = req
-            .header(CONTENT_TYPE, "application/json")
-            .body(b.to_string());
+    match (body, media) {
+        (None, _) => {}
+        (Some(b), FORM_MEDIA) => req = req.form(&form_pairs(b)),
+        (Some(b), JSON_MEDIA) => {
+            req = req.header(CONTENT_TYPE, JSON_MEDIA).body(b.to_string());
+        }
+        (Some(_), other) => panic!("cannot send a body as {other}"),
     }
     let res = req.send().await.expect("send");
     let status = res.status().as_u16();
@@ -312,17 +457,81 @@ struct Ids {
     to_retire: String,
     /// An engaged kill switch (covering no identity).
     kill_switch: String,
+    /// The key of `target` its client assertions are signed with (seed [`AGENT_SEED`]).
+    agent_kid: String,
+    /// Another key of `target`, to be revoked.
+    kid_to_revoke: String,
+    /// The token endpoint URL as the metadata names it (the assertions' `aud`).
+    token_endpoint: String,
+    /// Access tokens of `target`: one to introspect, one to revoke.
+    access_token: String,
+    token_to_revoke: String,
+}
+
+/// Registers a public JWK for `id` and returns its kid.
+async fn add_key(c: &warrant_client::Client, id: &str, jwk: &Value) -> String {
+    c.post(&format!("/v1/identities/{id}/keys"), &json!({ "jwk": jwk }))
+        .await
+        .expect("add key")["kid"]
+        .as_str()
+        .expect("kid")
+        .to_owned()
+}
+
+/// The token endpoint URL the server's metadata names.
+async fn token_endpoint(server: &Server) -> String {
+    let m = call(
+        server,
+        "get",
+        "/.well-known/oauth-authorization-server",
+        false,
+        None,
+    )
+    .await;
+    assert_eq!(m.status, 200, "{}", m.text);
+    m.json()["token_endpoint"]
+        .as_str()
+        .expect("token_endpoint")
+        .to_owned()
+}
+
+/// An access token for `id` (a `client_credentials` grant).
+async fn access_token(server: &Server, id: &str, kid: &str, endpoint: &str) -> String {
+    let a = call_as(
+        server,
+        "post",
+        "/oauth2/token",
+        false,
+        Some(&token_request(id, kid, endpoint)),
+        FORM_MEDIA,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
 }
 
 /// A policy, identities in each lifecycle state an operation needs, a decision, a
-/// checkpoint covering record 0 and an engaged kill switch that covers nobody.
+/// checkpoint covering record 0, an engaged kill switch that covers nobody, two public
+/// keys of `target` and two access tokens issued to it.
 async fn populate(server: &Server) -> Ids {
     let c = server.client();
-    c.put_policy(Some(SCHEMA), POLICIES, Some("openapi"))
+    c.put_policy(Some(SCHEMA), &policies(), Some("openapi"))
         .await
         .expect("put policy");
+    let target = create_identity(&c, "target", "dev", &["reader"]).await;
+    let agent_kid = add_key(&c, &target, &ed25519_jwk(&AGENT_SEED)).await;
+    let kid_to_revoke = add_key(&c, &target, &ed25519_jwk(&REVOKED_SEED)).await;
+    let endpoint = token_endpoint(server).await;
     let ids = Ids {
-        target: create_identity(&c, "target", "dev", &["reader"]).await,
+        access_token: access_token(server, &target, &agent_kid, &endpoint).await,
+        token_to_revoke: access_token(server, &target, &agent_kid, &endpoint).await,
+        agent_kid,
+        kid_to_revoke,
+        token_endpoint: endpoint,
+        target,
         to_suspend: create_identity(&c, "to-suspend", "dev", &[]).await,
         to_resume: create_identity(&c, "to-resume", "dev", &[]).await,
         to_retire: create_identity(&c, "to-retire", "dev", &[]).await,
@@ -368,6 +577,7 @@ fn concrete_path(template: &str, ids: &Ids) -> String {
             "id" if template.ends_with("/retire") => ids.to_retire.clone(),
             "id" if template.starts_with("/v1/killswitches/") => ids.kill_switch.clone(),
             "id" => ids.target.clone(),
+            "kid" => ids.kid_to_revoke.clone(),
             "version" => "1".to_owned(),
             "seq" => "0".to_owned(),
             other => panic!("no plausible value for path parameter `{other}` of {template}"),
@@ -379,7 +589,8 @@ fn concrete_path(template: &str, ids: &Ids) -> String {
     out
 }
 
-/// A minimal valid request body for each documented operation that takes one.
+/// A minimal valid request body for each documented operation that takes one (a form
+/// body as an object of strings). A token request carries a fresh client assertion.
 fn sample_body(method: &str, template: &str, ids: &Ids) -> Value {
     match (method, template) {
         ("post", "/v1/identities") => json!({
@@ -391,7 +602,7 @@ fn sample_body(method: &str, template: &str, ids: &Ids) -> Value {
         | ("post", "/v1/identities/{id}/resume")
         | ("post", "/v1/identities/{id}/retire") => json!({ "reason": "openapi test" }),
         ("put", "/v1/policies") => {
-            json!({ "schema": SCHEMA, "policies": POLICIES, "comment": "again" })
+            json!({ "schema": SCHEMA, "policies": policies(), "comment": "again" })
         }
         ("post", "/v1/policies/validate") => json!({ "policies": POLICIES }),
         ("post", "/v1/authorize") => read_req(&ids.target, 1),
@@ -400,6 +611,16 @@ fn sample_body(method: &str, template: &str, ids: &Ids) -> Value {
         }
         ("post", "/v1/killswitches") => kill_switch_sample(),
         ("post", "/v1/killswitches/{id}/release") => json!({ "reason": "openapi test" }),
+        ("post", "/v1/identities/{id}/keys") => json!({ "jwk": ed25519_jwk(&NEW_KEY_SEED) }),
+        ("post", "/oauth2/token") => {
+            token_request(&ids.target, &ids.agent_kid, &ids.token_endpoint)
+        }
+        ("post", "/oauth2/introspect") => {
+            json!({ "token": ids.access_token, "token_type_hint": "access_token" })
+        }
+        ("post", "/oauth2/revoke") => {
+            json!({ "token": ids.token_to_revoke, "token_type_hint": "access_token" })
+        }
         _ => panic!(
             "{} {template} documents a request body but this test has no sample for it",
             method.to_uppercase()
@@ -472,7 +693,8 @@ async fn every_documented_operation_is_served_and_answers_as_documented() {
         let body = operation
             .get("requestBody")
             .map(|_| sample_body(method, template, &ids));
-        let a = call(&server, method, &path, true, body.as_ref()).await;
+        let media = request_media(operation);
+        let a = call_as(&server, method, &path, true, body.as_ref(), media).await;
         let label = format!("{} {path} ({template})", method.to_uppercase());
         if a.status == 405 {
             failures.push(format!(
@@ -805,12 +1027,14 @@ async fn documented_request_bodies_match_what_the_server_accepts() {
             continue;
         };
         let label = format!("{} {template}", method.to_uppercase());
-        let Some(schema) = rb["content"]["application/json"].get("schema") else {
+        let media = request_media(&operation);
+        let Some(schema) = rb["content"][media].get("schema") else {
             failures.push(format!(
-                "{label}: request body is not documented as application/json"
+                "{label}: request body is documented neither as {JSON_MEDIA} nor as {FORM_MEDIA}"
             ));
             continue;
         };
+        let form = media == FORM_MEDIA;
         let sample = sample_body(&method, &template, &ids);
         let mut errors = vec![];
         conforms(&doc, schema, &sample, "$", &mut errors);
@@ -819,20 +1043,79 @@ async fn documented_request_bodies_match_what_the_server_accepts() {
                 "{label}: valid sample does not fit the documented schema: {e}"
             ));
         }
-        let schema = resolve_non_null(&doc, schema);
+        let mut schema = resolve_non_null(&doc, schema);
+        // A body documented as one of several shapes (the token endpoint, by grant): the
+        // checks below hold for the shape the sample has.
+        if let Some(branches) = schema.get("oneOf").and_then(Value::as_array) {
+            let fitting: Vec<&Value> = branches
+                .iter()
+                .filter(|b| {
+                    let mut e = vec![];
+                    conforms(&doc, b, &sample, "$", &mut e);
+                    e.is_empty()
+                })
+                .collect();
+            let [only] = fitting.as_slice() else {
+                failures.push(format!(
+                    "{label}: the sample fits {} of the oneOf shapes",
+                    fitting.len()
+                ));
+                continue;
+            };
+            schema = resolve(&doc, only);
+        }
         let path = concrete_path(&template, &ids);
+        // A form carries only strings: every documented parameter is one.
+        if form {
+            for (name, p) in schema["properties"].as_object().into_iter().flatten() {
+                let p = resolve(&doc, p);
+                let string = match &p["type"] {
+                    Value::String(t) => t == "string",
+                    Value::Array(ts) => {
+                        ts.contains(&json!("string"))
+                            && ts.iter().all(|t| t == "string" || t == "null")
+                    }
+                    _ => false,
+                };
+                if !string {
+                    failures.push(format!(
+                        "{label}: form parameter `{name}` is not documented as a string: {p}"
+                    ));
+                }
+            }
+        }
         // Each documented-required property is really required.
         for req in schema["required"].as_array().into_iter().flatten() {
             let name = req.as_str().expect("name");
             let mut body = sample.clone();
             body.as_object_mut().expect("object").remove(name);
-            let a = call(&server, &method, &path, true, Some(&body)).await;
+            let a = call_as(&server, &method, &path, true, Some(&body), media).await;
             if a.status != 400 || !a.text.contains(name) {
                 failures.push(format!(
                     "{label}: without required `{name}` answered {}: {}",
                     a.status, a.text
                 ));
             }
+        }
+        if form {
+            // OAuth endpoints ignore unknown form parameters (RFC 6749 §3.2, RFC 7662 §2.1,
+            // RFC 7009 §2.1): the request is answered as without them, and the schema must
+            // not claim otherwise.
+            let mut body = sample_body(&method, &template, &ids);
+            body["undeclared_property"] = json!("1");
+            let a = call_as(&server, &method, &path, true, Some(&body), media).await;
+            if !(200..300).contains(&a.status) {
+                failures.push(format!(
+                    "{label}: an unknown form parameter answered {}: {}",
+                    a.status, a.text
+                ));
+            }
+            if schema["additionalProperties"] == json!(false) {
+                failures.push(format!(
+                    "{label}: the server ignores unknown form parameters but the schema says `additionalProperties: false`"
+                ));
+            }
+            continue;
         }
         // Undeclared properties are refused.
         let mut body = sample.clone();
@@ -853,33 +1136,57 @@ async fn documented_request_bodies_match_what_the_server_accepts() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Operations that declare `security` refuse anonymous calls; the others answer them.
+/// Operations that declare `security` refuse anonymous calls; the others (exactly
+/// [`PUBLIC_ROUTES`]) answer them.
 #[tokio::test]
 async fn documented_security_matches_enforcement() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());
     let ids = populate(&server).await;
     let doc = document(&server).await;
+    if doc.get("security").is_some() {
+        panic!("a global `security` requirement: {}", doc["security"]);
+    }
     let mut failures = vec![];
     for (template, method, operation) in operations(&doc) {
         let secured = operation["security"]
             .as_array()
             .is_some_and(|s| !s.is_empty());
+        let label = format!("{} {template}", method.to_uppercase());
+        let public = PUBLIC_ROUTES
+            .iter()
+            .any(|(m, p)| m.eq_ignore_ascii_case(&method) && *p == template);
+        if secured == public {
+            failures.push(format!(
+                "{label}: documented {}, but the operation is {}",
+                if secured {
+                    "with security"
+                } else {
+                    "without security"
+                },
+                if public {
+                    "public"
+                } else {
+                    "meant to need an API token"
+                }
+            ));
+        }
         let path = concrete_path(&template, &ids);
         let body = operation
             .get("requestBody")
             .map(|_| sample_body(&method, &template, &ids));
-        let a = call(&server, &method, &path, false, body.as_ref()).await;
-        let label = format!("{} {template}", method.to_uppercase());
+        let media = request_media(&operation);
+        let a = call_as(&server, &method, &path, false, body.as_ref(), media).await;
         if secured && a.status != 401 {
             failures.push(format!(
                 "{label}: secured, but anonymous call answered {}",
                 a.status
             ));
         }
-        if !secured && a.status == 401 {
+        if !secured && !(200..300).contains(&a.status) {
             failures.push(format!(
-                "{label}: documented without security, but answers 401"
+                "{label}: documented without security, but a plausible anonymous call answered {}: {}",
+                a.status, a.text
             ));
         }
     }
@@ -1071,5 +1378,326 @@ async fn health_readiness_and_metrics() {
             body.trim_end().ends_with("# EOF"),
             "OpenMetrics text must end with # EOF"
         );
+    }
+}
+
+/// Identity keys, signing keys and the OAuth endpoints answer what their documentation
+/// says, for successes and the documented errors alike.
+#[tokio::test]
+async fn key_and_oauth_responses_fit_their_documented_schemas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let doc = document(&server).await;
+    let c = server.client();
+    c.put_policy(Some(SCHEMA), &policies(), Some("oauth schema check"))
+        .await
+        .expect("put policy");
+    let id = create_identity(&c, "agent", "dev", &["reader"]).await;
+    let keys_path = format!("/v1/identities/{id}/keys");
+
+    // Identity keys: added without and with a kid, a duplicate, private material, an
+    // unknown identity.
+    let add = |path: String, jwk: Value| {
+        let server = &server;
+        async move { call(server, "post", &path, true, Some(&json!({ "jwk": jwk }))).await }
+    };
+    let first = add(keys_path.clone(), ed25519_jwk(&AGENT_SEED)).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_fits(&doc, "post", "/v1/identities/{id}/keys", 201, &first.json());
+    let kid = first.json()["kid"].as_str().expect("kid").to_owned();
+    let mut named = ed25519_jwk(&REVOKED_SEED);
+    named["kid"] = json!("second");
+    let second = add(keys_path.clone(), named).await;
+    assert_eq!(second.status, 201, "{}", second.text);
+    assert_fits(
+        &doc,
+        "post",
+        "/v1/identities/{id}/keys",
+        201,
+        &second.json(),
+    );
+    assert_eq!(second.json()["kid"], "second", "{}", second.text);
+    let dup = add(keys_path.clone(), ed25519_jwk(&AGENT_SEED)).await;
+    assert_eq!(dup.status, 409, "{}", dup.text);
+    assert_fits(&doc, "post", "/v1/identities/{id}/keys", 409, &dup.json());
+    let mut private = ed25519_jwk(&NEW_KEY_SEED);
+    private["d"] = json!(b64(&NEW_KEY_SEED));
+    let refused = add(keys_path.clone(), private).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_fits(
+        &doc,
+        "post",
+        "/v1/identities/{id}/keys",
+        400,
+        &refused.json(),
+    );
+    let nobody = add(
+        "/v1/identities/idn_unknown/keys".to_owned(),
+        ed25519_jwk(&NEW_KEY_SEED),
+    )
+    .await;
+    assert_eq!(nobody.status, 404, "{}", nobody.text);
+    assert_fits(
+        &doc,
+        "post",
+        "/v1/identities/{id}/keys",
+        404,
+        &nobody.json(),
+    );
+
+    // Revoked (twice: the second time there is no unrevoked key), listed with it.
+    let revoked = call(
+        &server,
+        "delete",
+        &format!("{keys_path}/second"),
+        true,
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    assert!(revoked.json()["revoked_at"].is_string(), "{}", revoked.text);
+    assert_fits(
+        &doc,
+        "delete",
+        "/v1/identities/{id}/keys/{kid}",
+        200,
+        &revoked.json(),
+    );
+    for path in [
+        format!("{keys_path}/second"),
+        format!("{keys_path}/unknown"),
+    ] {
+        let a = call(&server, "delete", &path, true, None).await;
+        assert_eq!(a.status, 404, "DELETE {path}: {}", a.text);
+        assert_fits(
+            &doc,
+            "delete",
+            "/v1/identities/{id}/keys/{kid}",
+            404,
+            &a.json(),
+        );
+    }
+    let list = call(&server, "get", &keys_path, true, None).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert_eq!(
+        list.json()["items"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        list.text
+    );
+    assert_fits(&doc, "get", "/v1/identities/{id}/keys", 200, &list.json());
+    let unknown = call(
+        &server,
+        "get",
+        "/v1/identities/idn_unknown/keys",
+        true,
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    assert_fits(
+        &doc,
+        "get",
+        "/v1/identities/{id}/keys",
+        404,
+        &unknown.json(),
+    );
+
+    // Signing keys, before and after a rotation (a retired key is still published).
+    let before = call(&server, "get", "/v1/keys", true, None).await;
+    assert_eq!(before.status, 200, "{}", before.text);
+    assert_fits(&doc, "get", "/v1/keys", 200, &before.json());
+    let rotated = call(&server, "post", "/v1/keys/rotate", true, None).await;
+    assert_eq!(rotated.status, 201, "{}", rotated.text);
+    assert_fits(&doc, "post", "/v1/keys/rotate", 201, &rotated.json());
+    let after = call(&server, "get", "/v1/keys", true, None).await;
+    assert_eq!(after.status, 200, "{}", after.text);
+    let after = after.json();
+    assert!(
+        after["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|k| k["retired_at"].is_string() && k["leaves_jwks_at"].is_string()),
+        "{after}"
+    );
+    assert_fits(&doc, "get", "/v1/keys", 200, &after);
+
+    // Discovery, anonymously.
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/jwks.json",
+    ] {
+        let a = call(&server, "get", path, false, None).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert_fits(&doc, "get", path, 200, &a.json());
+    }
+    let endpoint = token_endpoint(&server).await;
+
+    // Token endpoint: a token, and each documented error status.
+    let token_call = |form: Value| {
+        let server = &server;
+        async move {
+            call_as(
+                server,
+                "post",
+                "/oauth2/token",
+                false,
+                Some(&form),
+                FORM_MEDIA,
+            )
+            .await
+        }
+    };
+    let issued = token_call(token_request(&id, &kid, &endpoint)).await;
+    assert_eq!(issued.status, 200, "{}", issued.text);
+    assert_fits(&doc, "post", "/oauth2/token", 200, &issued.json());
+    let token = issued.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let mut write = token_request(&id, &kid, &endpoint);
+    write["scope"] = json!("App:write");
+    let mut grant = token_request(&id, &kid, &endpoint);
+    grant["grant_type"] = json!("password");
+    let mut revoked_key = token_request(&id, "second", &endpoint);
+    revoked_key["client_assertion"] =
+        json!(client_assertion(&id, "second", &REVOKED_SEED, &endpoint));
+    let replayed = token_request(&id, &kid, &endpoint);
+    assert_eq!(token_call(replayed.clone()).await.status, 200);
+    for (form, status, error) in [
+        (write, 400, "invalid_scope"),
+        (grant, 400, "unsupported_grant_type"),
+        (revoked_key, 401, "invalid_client"),
+        (replayed, 401, "invalid_client"),
+    ] {
+        let a = token_call(form).await;
+        assert_eq!(a.status, status, "{}", a.text);
+        assert_eq!(a.json()["error"], error, "{}", a.text);
+        assert_fits(&doc, "post", "/oauth2/token", status, &a.json());
+    }
+    let json_body = call(
+        &server,
+        "post",
+        "/oauth2/token",
+        false,
+        Some(&token_request(&id, &kid, &endpoint)),
+    )
+    .await;
+    assert_eq!(json_body.status, 400, "{}", json_body.text);
+    assert_fits(&doc, "post", "/oauth2/token", 400, &json_body.json());
+
+    // Token exchange (RFC 8693): delegated to another reader, whose token names the chain.
+    let delegate = create_identity(&c, "delegate", "dev", &["reader"]).await;
+    let exchanged = token_call(json!({
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": token,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "delegate": delegate,
+    }))
+    .await;
+    assert_eq!(exchanged.status, 200, "{}", exchanged.text);
+    assert_fits(&doc, "post", "/oauth2/token", 200, &exchanged.json());
+    let delegated = exchanged.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let a = call_as(
+        &server,
+        "post",
+        "/oauth2/introspect",
+        true,
+        Some(&json!({ "token": delegated })),
+        FORM_MEDIA,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["act"]["sub"], json!(id), "{}", a.text);
+    assert_fits(&doc, "post", "/oauth2/introspect", 200, &a.json());
+    let refused = token_call(json!({
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": "not-a-token",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "delegate": delegate,
+    }))
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_eq!(refused.json()["error"], "invalid_grant", "{}", refused.text);
+    assert_fits(&doc, "post", "/oauth2/token", 400, &refused.json());
+
+    // The token at /v1/authorize (the optional `token` and `audience`).
+    let d = call(
+        &server,
+        "post",
+        "/v1/authorize",
+        true,
+        Some(&json!({
+            "token": token, "audience": AUDIENCE, "action": "App::Action::\"read\"",
+            "resource": "App::Document::\"q3\"", "context": { "risk": 1 },
+        })),
+    )
+    .await;
+    assert_eq!(d.status, 200, "{}", d.text);
+    assert_eq!(d.json()["decision"], "allow", "{}", d.text);
+    assert_fits(&doc, "post", "/v1/authorize", 200, &d.json());
+
+    // Introspection and revocation.
+    let form = json!({ "token": token });
+    let introspect = |body: Option<Value>, token: bool, media: &'static str| {
+        let server = &server;
+        async move {
+            call_as(
+                server,
+                "post",
+                "/oauth2/introspect",
+                token,
+                body.as_ref(),
+                media,
+            )
+            .await
+        }
+    };
+    let active = introspect(Some(form.clone()), true, FORM_MEDIA).await;
+    assert_eq!(active.status, 200, "{}", active.text);
+    assert_eq!(active.json()["active"], true, "{}", active.text);
+    assert_eq!(active.json()["sub"], json!(id), "{}", active.text);
+    assert_fits(&doc, "post", "/oauth2/introspect", 200, &active.json());
+    let r = call_as(
+        &server,
+        "post",
+        "/oauth2/revoke",
+        true,
+        Some(&form),
+        FORM_MEDIA,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json(), json!({}), "{}", r.text);
+    assert_fits(&doc, "post", "/oauth2/revoke", 200, &r.json());
+    let inactive = introspect(Some(form.clone()), true, FORM_MEDIA).await;
+    assert_eq!(inactive.status, 200, "{}", inactive.text);
+    assert_eq!(
+        inactive.json(),
+        json!({ "active": false }),
+        "{}",
+        inactive.text
+    );
+    assert_fits(&doc, "post", "/oauth2/introspect", 200, &inactive.json());
+    for path in ["/oauth2/introspect", "/oauth2/revoke"] {
+        let cases = [
+            (
+                Some(json!({ "token_type_hint": "access_token" })),
+                true,
+                FORM_MEDIA,
+                400,
+            ),
+            (Some(form.clone()), true, JSON_MEDIA, 415),
+            (Some(form.clone()), false, FORM_MEDIA, 401),
+        ];
+        for (body, with_token, media, status) in cases {
+            let a = call_as(&server, "post", path, with_token, body.as_ref(), media).await;
+            assert_eq!(a.status, status, "POST {path}: {}", a.text);
+            assert_fits(&doc, "post", path, status, &a.json());
+        }
     }
 }
