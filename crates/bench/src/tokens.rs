@@ -93,8 +93,9 @@ when { context.audience == "https://docs.example.com" };
             key: IdentityKeyRow {
                 identity_id: id.clone(),
                 kid: "bench-key".into(),
-                jwk: serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "bench-key"})
-                    .to_string(),
+                jwk:
+                    serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "bench-key"})
+                        .to_string(),
                 added_ms: 0,
                 revoked_ms: None,
             },

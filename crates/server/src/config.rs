@@ -231,8 +231,12 @@ impl Config {
             }
             None => c.issuer = format!("http://{}", c.listen),
         }
-        let lifetime = fc.token_lifetime_secs.unwrap_or(c.token_lifetimes.default_secs);
-        let max = fc.token_max_lifetime_secs.unwrap_or(c.token_lifetimes.max_secs);
+        let lifetime = fc
+            .token_lifetime_secs
+            .unwrap_or(c.token_lifetimes.default_secs);
+        let max = fc
+            .token_max_lifetime_secs
+            .unwrap_or(c.token_lifetimes.max_secs);
         c.token_lifetimes = warrant_core::credentials::Lifetimes::new(lifetime, max)
             .map_err(|e| invalid("token_lifetime_secs", e.to_string()))?;
         if let Some(d) = fc.max_delegation_depth {

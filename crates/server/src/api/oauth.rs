@@ -137,7 +137,7 @@ impl OAuthError {
 }
 
 /// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
-fn no_store(mut res: Response) -> Response {
+pub fn no_store(mut res: Response) -> Response {
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

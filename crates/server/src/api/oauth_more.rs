@@ -32,6 +32,7 @@
 //!   `credential.issued` (with the parent's `jti`, never a token), refusals after the
 //!   subject token verified as `credential.refused`.
 
+use crate::api::oauth::{no_store, OAuthError, OAuthErrorBody};
 use crate::auth::Caller;
 use crate::credentials::jwt::{self, AccessClaims};
 use crate::error::ApiError;
@@ -39,7 +40,7 @@ use crate::ops::Op;
 use crate::snapshot::{PrincipalEntry, Snapshot};
 use crate::AppState;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -82,14 +83,6 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The longest `audience` or `delegate`.
 const MAX_NAME_BYTES: usize = 2048;
-
-/// An OAuth error (RFC 6749 §5.2).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OAuthErrorBody {
-    /// `invalid_request`, `invalid_grant`, `invalid_scope`, `invalid_target`, …
-    pub error: String,
-    pub error_description: String,
-}
 
 /// `POST /oauth2/introspect` form (`application/x-www-form-urlencoded`).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -190,40 +183,17 @@ pub struct TokenExchangeResponse {
     pub scope: String,
 }
 
-/// Marks an OAuth answer as not cacheable (RFC 6749 §5.1).
-fn no_store(mut res: Response) -> Response {
-    let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    res
-}
-
-/// An OAuth error answer.
-pub fn oauth_error(status: StatusCode, error: &str, description: impl Into<String>) -> Response {
-    no_store(
-        (
-            status,
-            Json(OAuthErrorBody {
-                error: error.to_owned(),
-                error_description: description.into(),
-            }),
-        )
-            .into_response(),
-    )
+/// An OAuth error answer (the token endpoint's error type, so both answer alike).
+pub fn oauth_error(
+    status: StatusCode,
+    error: &'static str,
+    description: impl Into<String>,
+) -> Response {
+    OAuthError::new(status, error, description).into_response()
 }
 
 /// An OAuth error not yet answered (a token-exchange refusal is recorded first).
-struct Refusal {
-    status: StatusCode,
-    error: &'static str,
-    description: String,
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        oauth_error(self.status, self.error, self.description)
-    }
-}
+type Refusal = OAuthError;
 
 fn invalid_request(description: impl Into<String>) -> Refusal {
     refusal("invalid_request", description)

@@ -82,8 +82,7 @@ pub fn issue(keys: &SigningKeys, claims: &AccessClaims) -> Result<String, TokenE
     let key = keys.current.as_ref().ok_or(TokenError::NoSigningKey)?;
     // JWS compact serialization (RFC 7515 §7.1) with the pre-encoded header and the
     // pre-parsed key; verified by `jsonwebtoken` like any other token (see the tests).
-    let payload =
-        serde_json::to_vec(claims).map_err(|e| TokenError::Signing(e.to_string()))?;
+    let payload = serde_json::to_vec(claims).map_err(|e| TokenError::Signing(e.to_string()))?;
     let mut token = String::with_capacity(key.header_b64.len() + payload.len() * 4 / 3 + 90);
     token.push_str(&key.header_b64);
     token.push('.');

@@ -186,7 +186,9 @@ impl SigningKeys {
                             header_b64: base64url(header.to_string().as_bytes()),
                         }))
                     }
-                    Err(e) => tracing::error!(kid = %row.kid, error = %e, "signing key does not decode: tokens are refused"),
+                    Err(e) => {
+                        tracing::error!(kid = %row.kid, error = %e, "signing key does not decode: tokens are refused")
+                    }
                 },
                 Err(e) => tracing::error!(error = %e, "no token signing key: tokens are refused"),
             }
