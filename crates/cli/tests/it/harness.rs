@@ -201,7 +201,7 @@ impl Drop for Server {
 
 /// The backend servers started here run on. By default the embedded SQLite database in
 /// their data directory; with `WARRANT_IT_BACKEND=postgres` (set by `scripts/test.sh` for a
-/// second pass over the backend-neutral modules: `e2e`, `bad_input`, `openapi`) each data
+/// second pass over the backend-neutral modules: `e2e`, `bad_input`, `openapi`, `killswitch`, `oauth`) each data
 /// directory gets a PostgreSQL database of its own on the suite's server, kept across
 /// restarts of that data directory. (Modules that edit the SQLite file itself — `tamper`,
 /// `durability` — only run on SQLite.)
