@@ -105,6 +105,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             trust_domain: a.trust_domain,
             durability: a.durability,
             checkpoint_interval_secs: a.checkpoint_interval,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            tls_client_ca: a.tls_client_ca,
             admin_token: std::env::var("WARRANT_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
@@ -114,6 +117,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let server = warrant_server::Server::start(config).await?;
     if let Some(token) = &server.new_admin_token {
         eprintln!(
@@ -121,12 +129,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     tracing::info!(
-        address = %format!("http://{addr}"),
+        address = %format!("{scheme}://{addr}"),
         data_dir = %server.config.data_dir.display(),
         store = %server.config.store_description(),
         "warrant listening"
     );
-    println!("warrant listening on http://{addr}");
+    println!("warrant listening on {scheme}://{addr}");
     server.serve(listener, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -147,6 +147,18 @@ pub struct ServeArgs {
     /// Seconds between periodic signed checkpoints [default: 60].
     #[arg(long, env = "WARRANT_CHECKPOINT_INTERVAL")]
     pub checkpoint_interval: Option<u64>,
+    /// PEM file with the server certificate chain; with --tls-key, serve HTTPS
+    /// [default: plain HTTP].
+    #[arg(long, env = "WARRANT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the server certificate's private key.
+    #[arg(long, env = "WARRANT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file with the CA certificate(s) issuing workload client certificates: agents
+    /// may then authenticate at the token endpoint with an mTLS client certificate whose
+    /// URI SAN is their SPIFFE ID (needs --tls-cert and --tls-key).
+    #[arg(long, env = "WARRANT_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

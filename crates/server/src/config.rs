@@ -37,6 +37,21 @@ pub struct Config {
     pub token_lifetimes: warrant_core::credentials::Lifetimes,
     /// Longest delegation chain (token exchange).
     pub max_delegation_depth: usize,
+    /// Serve with TLS (and optionally request client certificates); `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of the TLS listener. Paths only: the files are read (and checked) when
+/// the server starts; the key's content is never logged.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server certificate chain (leaf first).
+    pub cert: PathBuf,
+    /// The server certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA certificate(s) that issue workload client certificates (mTLS,
+    /// `tls_client_auth`); `None`: no client certificate is requested.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -58,6 +73,7 @@ impl Default for Config {
             issuer: format!("http://{DEFAULT_LISTEN}"),
             token_lifetimes: warrant_core::credentials::Lifetimes::default(),
             max_delegation_depth: warrant_core::credentials::DEFAULT_MAX_DELEGATION_DEPTH,
+            tls: None,
         }
     }
 }
@@ -87,6 +103,12 @@ pub struct FileConfig {
     pub token_max_lifetime_secs: Option<u64>,
     /// Longest delegation chain of a token exchange (3).
     pub max_delegation_depth: Option<usize>,
+    /// PEM file: the server certificate chain; with `tls_key`, serve HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file: the server certificate's private key.
+    pub tls_key: Option<PathBuf>,
+    /// PEM file: the CA(s) issuing workload client certificates (mTLS client auth).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Overrides from environment and flags (already merged by the CLI, flags winning).
@@ -100,6 +122,9 @@ pub struct Overrides {
     pub checkpoint_interval_secs: Option<u64>,
     pub admin_token: Option<String>,
     pub issuer: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +241,36 @@ impl Config {
             }
             c.max_body_bytes = b;
         }
+        let nonempty = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+        let cert = nonempty(o.tls_cert.or(fc.tls_cert));
+        let key = nonempty(o.tls_key.or(fc.tls_key));
+        let client_ca = nonempty(o.tls_client_ca.or(fc.tls_client_ca));
+        c.tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls_key",
+                    "`tls_cert` is set but `tls_key` is not: TLS needs both the certificate chain and its private key",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls_cert",
+                    "`tls_key` is set but `tls_cert` is not: TLS needs both the certificate chain and its private key",
+                ))
+            }
+            (None, None) if client_ca.is_some() => {
+                return Err(invalid(
+                    "tls_client_ca",
+                    "client certificates need the TLS listener: set `tls_cert` and `tls_key` too",
+                ))
+            }
+            (None, None) => None,
+        };
         match o.issuer.or(fc.issuer) {
             Some(iss) => {
                 let iss = iss.trim_end_matches('/').to_owned();
@@ -229,7 +284,10 @@ impl Config {
                 }
                 c.issuer = iss;
             }
-            None => c.issuer = format!("http://{}", c.listen),
+            None => {
+                let scheme = if c.tls.is_some() { "https" } else { "http" };
+                c.issuer = format!("{scheme}://{}", c.listen);
+            }
         }
         let lifetime = fc
             .token_lifetime_secs
@@ -311,6 +369,38 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/postgres"
         );
         assert_eq!(redact_url("postgres://host/db"), "postgres://host/db");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_switches_the_default_issuer() {
+        let with = |cert: Option<&str>, key: Option<&str>, ca: Option<&str>| {
+            Config::load(
+                None,
+                Overrides {
+                    tls_cert: cert.map(PathBuf::from),
+                    tls_key: key.map(PathBuf::from),
+                    tls_client_ca: ca.map(PathBuf::from),
+                    ..Default::default()
+                },
+            )
+        };
+        let c = with(Some("c.pem"), Some("k.pem"), Some("ca.pem")).unwrap();
+        assert_eq!(c.issuer, format!("https://{DEFAULT_LISTEN}"));
+        assert!(c.tls.is_some_and(|t| t.client_ca.is_some()));
+        let plain = with(None, None, None).unwrap();
+        assert!(plain.tls.is_none());
+        assert_eq!(plain.issuer, format!("http://{DEFAULT_LISTEN}"));
+        for (cert, key, ca, field) in [
+            (Some("c.pem"), None, None, "tls_key"),
+            (None, Some("k.pem"), None, "tls_cert"),
+            (None, None, Some("ca.pem"), "tls_client_ca"),
+        ] {
+            let err = with(cert, key, ca).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(field)),
+                "{field}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Inner {
     pub issuer: String,
     pub token_lifetimes: warrant_core::credentials::Lifetimes,
     pub max_delegation_depth: usize,
+    /// Whether agents may authenticate with an mTLS client certificate
+    /// (`tls_client_auth`: a TLS listener with a client CA).
+    pub tls_client_auth: bool,
 }
 
 pub type AppState = Arc<Inner>;
@@ -72,7 +75,14 @@ pub struct Server {
     /// A bootstrap admin token generated on this start, to be shown once.
     pub new_admin_token: Option<String>,
     writer_task: tokio::task::JoinHandle<()>,
+    /// The TLS listener's configuration; `None`: plain HTTP.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
+
+/// How long a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open TLS connections may take to finish after the shutdown signal.
+const TLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 const LOG_ID_KEY: &str = "log_id";
 /// The key id of the key that signs this log's checkpoints: every replica must hold it.
@@ -108,6 +118,12 @@ impl Server {
         store: Arc<dyn Store>,
         key: SigningKey,
     ) -> anyhow::Result<Server> {
+        // Refuse a broken TLS configuration before anything else happens.
+        let tls = config
+            .tls
+            .as_ref()
+            .map(credentials::tls::server_config)
+            .transpose()?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(metrics::Metrics::new());
 
@@ -291,12 +307,14 @@ impl Server {
             issuer: config.issuer.clone(),
             token_lifetimes: config.token_lifetimes,
             max_delegation_depth: config.max_delegation_depth,
+            tls_client_auth: config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
         });
         Ok(Server {
             state,
             config,
             new_admin_token,
             writer_task,
+            tls,
         })
     }
 
@@ -312,10 +330,13 @@ impl Server {
     ) -> anyhow::Result<()> {
         let jobs = spawn_jobs(self.state.clone(), &self.config);
         let app = self.router();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("server error")?;
+        match self.tls.clone() {
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("server error")?,
+            Some(tls) => serve_tls(listener, app, tls, shutdown).await,
+        }
         jobs.abort();
         flush_or_warn(&self.state).await;
         if let Err(e) = checkpoint_if_needed(&self.state).await {
@@ -324,6 +345,78 @@ impl Server {
         drop(self.state);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.writer_task).await;
         Ok(())
+    }
+}
+
+/// The TLS accept loop: each connection's handshake and HTTP (1.1 or 2) run in a task of
+/// their own, so a failed or slow handshake never stalls accepting. Requests carry the
+/// connection's verified client certificate as a [`credentials::TlsPeer`] extension. On
+/// the shutdown signal it stops accepting and lets open connections finish (bounded).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment, go on.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let peer = credentials::TlsPeer::of(stream.get_ref().1);
+            let service = tower::service_fn(move |mut req: axum::http::Request<_>| {
+                if let Some(peer) = &peer {
+                    req.extensions_mut().insert(peer.clone());
+                }
+                app.clone().oneshot(req)
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service),
+            );
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%remote, error = %e, "TLS connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(TLS_DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("open TLS connections did not finish in time; closing them");
     }
 }
 

@@ -16,6 +16,7 @@ mod durability;
 mod e2e;
 mod killswitch;
 mod migrate;
+mod mtls;
 mod oauth;
 mod openapi;
 mod replicas;

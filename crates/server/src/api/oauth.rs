@@ -11,7 +11,10 @@
 //!   `client_credentials` grant (RFC 6749 §4.4), the client authenticated with `private_key_jwt`
 //!   (RFC 7523: `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`
 //!   and a `client_assertion` signed with a key registered through `/v1/identities/{id}/keys`;
-//!   the checks are in [`crate::credentials::assertion`]). `audience` (or the RFC 8707 alias
+//!   the checks are in [`crate::credentials::assertion`]) or, on a TLS listener with a
+//!   client CA and without an assertion, with `tls_client_auth` (RFC 8705 §2.1: the
+//!   verified client certificate's SPIFFE ID URI SAN names the identity, see
+//!   [`crate::credentials::tls`]). `audience` (or the RFC 8707 alias
 //!   `resource`) names the one resource service the token is for; `scope` the actions asked
 //!   for. Errors are RFC 6749 §5.2 `{error, error_description}`; every answer says
 //!   `Cache-Control: no-store`.
@@ -25,8 +28,9 @@
 //! context `{environment: <the identity's environment>, audience}` (`invalid_scope`, naming
 //! the token and the decision's reason). Refusals of an authenticated client are recorded
 //! (`credential.refused`); an issued token is recorded (`credential.issued`: its `jti`,
-//! scope, audience and expiry, never the token). Either record consumes the assertion's
-//! `jti`, once across every replica: a replayed assertion is `invalid_client`.
+//! scope, audience, expiry and how the client authenticated (`auth`), never the token).
+//! Either record consumes the assertion's `jti` (if any), once across every replica: a
+//! replayed assertion is `invalid_client`.
 //!
 //! Environment isolation: a token carries its identity's `environment` and exactly one
 //! audience (`aud`). A resource service must check `aud` is itself (and `iss`, `exp`, the
@@ -35,6 +39,7 @@
 
 use crate::credentials::assertion::{self, AssertionError, Expected};
 use crate::credentials::jwt::{self, AccessClaims};
+use crate::credentials::TlsPeer;
 use crate::ops::Op;
 use crate::snapshot::{PrincipalEntry, Snapshot};
 use crate::writer::WriteError;
@@ -44,7 +49,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Extension, Form, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -254,13 +259,22 @@ impl TokenParams {
     }
 }
 
-/// A client that proved possession of one of its identity's keys.
+/// How a client authenticated at the token endpoint.
+pub const AUTH_PRIVATE_KEY_JWT: &str = "private_key_jwt";
+/// RFC 8705 §2.1: an mTLS client certificate from the configured client CA.
+pub const AUTH_TLS_CLIENT: &str = "tls_client_auth";
+
+/// A client that proved possession of one of its identity's keys (a signed assertion) or
+/// of a client certificate naming its SPIFFE ID.
 pub struct AuthenticatedClient {
     pub entry: Arc<PrincipalEntry>,
-    /// The assertion's `jti` and expiry (consumed by the record of the outcome).
-    pub assertion: (String, Millis),
-    /// The identity key that signed the assertion.
-    pub kid: String,
+    /// The assertion's `jti` and expiry (consumed by the record of the outcome); `None`
+    /// for a client certificate.
+    pub assertion: Option<(String, Millis)>,
+    /// The identity key that signed the assertion (`None` for a client certificate).
+    pub kid: Option<String>,
+    /// [`AUTH_PRIVATE_KEY_JWT`] or [`AUTH_TLS_CLIENT`].
+    pub method: &'static str,
 }
 
 impl AuthenticatedClient {
@@ -290,10 +304,15 @@ pub async fn authenticate_client(
             )))
         }
         None => {
+            let mtls = if state.tls_client_auth {
+                ", or connect with a client certificate naming your SPIFFE ID (tls_client_auth)"
+            } else {
+                ""
+            };
             return Err(OAuthError::invalid_client(format!(
-                "client authentication required: send `client_assertion_type={}` and a `client_assertion` (private_key_jwt)",
+                "client authentication required: send `client_assertion_type={}` and a `client_assertion` (private_key_jwt){mtls}",
                 assertion::ASSERTION_TYPE
-            )))
+            )));
         }
     }
     let token = params.get("client_assertion").ok_or_else(|| {
@@ -353,8 +372,59 @@ pub async fn authenticate_client(
     .map_err(assertion_failed)?;
     Ok(AuthenticatedClient {
         entry,
-        assertion: (verified.jti, verified.exp_ms),
-        kid: peeked.kid,
+        assertion: Some((verified.jti, verified.exp_ms)),
+        kid: Some(peeked.kid),
+        method: AUTH_PRIVATE_KEY_JWT,
+    })
+}
+
+/// Authenticates the client by its verified mTLS client certificate (RFC 8705 §2.1
+/// `tls_client_auth`): the certificate's one SPIFFE ID (URI SAN) must be the SPIFFE ID of
+/// a registered identity, and `client_id`, when given, must name that identity. The
+/// certificate chain was verified against the configured client CA in the handshake.
+/// Failures are not audit-logged.
+pub fn authenticate_tls_client(
+    state: &AppState,
+    params: &TokenParams,
+    peer: &TlsPeer,
+) -> Result<AuthenticatedClient, OAuthError> {
+    let spiffe_id = match peer.spiffe_ids.as_slice() {
+        [one] => one,
+        [] => {
+            return Err(OAuthError::invalid_client(
+                "the client certificate has no SPIFFE ID (a `spiffe://` URI SAN)",
+            ))
+        }
+        _ => {
+            return Err(OAuthError::invalid_client(
+                "the client certificate has several SPIFFE IDs; an X.509-SVID has exactly one",
+            ))
+        }
+    };
+    let entry = state
+        .snapshot
+        .load()
+        .principal(spiffe_id)
+        .cloned()
+        .filter(|e| e.identity.spiffe_id == *spiffe_id)
+        .ok_or_else(|| {
+            tracing::debug!(%spiffe_id, "client certificate names no registered identity");
+            OAuthError::invalid_client(
+                "unknown client: no registered identity has the client certificate's SPIFFE ID",
+            )
+        })?;
+    if let Some(client_id) = params.get("client_id") {
+        if client_id != entry.identity.id && client_id != entry.identity.spiffe_id {
+            return Err(OAuthError::invalid_client(
+                "`client_id` does not name the identity of the client certificate",
+            ));
+        }
+    }
+    Ok(AuthenticatedClient {
+        entry,
+        assertion: None,
+        kid: None,
+        method: AUTH_TLS_CLIENT,
     })
 }
 
@@ -380,13 +450,16 @@ pub async fn refuse(
     if let Some(o) = payload.as_object_mut() {
         o.insert("error".into(), json!(refusal.error));
         o.insert("reason".into(), json!(refusal.description));
-        o.insert("client_assertion_kid".into(), json!(client.kid));
+        o.insert("auth".into(), json!(client.method));
+        if let Some(kid) = &client.kid {
+            o.insert("client_assertion_kid".into(), json!(kid));
+        }
     }
     match state
         .writer
         .mutate(Op::RefuseCredential {
             client_id: client.identity().id.clone(),
-            assertion: Some(client.assertion.clone()),
+            assertion: client.assertion.clone(),
             payload,
         })
         .await
@@ -475,6 +548,7 @@ fn random_jti() -> String {
 async fn client_credentials(
     state: &AppState,
     params: &TokenParams,
+    peer: Option<&TlsPeer>,
 ) -> Result<Response, OAuthError> {
     let audience = audience(params)?;
     let lifetime = requested_lifetime(params)?;
@@ -485,7 +559,14 @@ async fn client_credentials(
             "`scope` is required: name the actions the token is for, e.g. `App:read`",
         ));
     }
-    let client = authenticate_client(state, params).await?;
+    // A client assertion, when sent, is how the client authenticates (even over mTLS);
+    // otherwise a verified client certificate, if any.
+    let has_assertion =
+        params.get("client_assertion_type").is_some() || params.get("client_assertion").is_some();
+    let client = match peer {
+        Some(peer) if !has_assertion => authenticate_tls_client(state, params, peer)?,
+        _ => authenticate_client(state, params).await?,
+    };
     let snap = state.snapshot.load_full();
     // Judge the identity as the snapshot has it now (it may have changed since lookup).
     let entry = snap
@@ -541,7 +622,7 @@ async fn client_credentials(
         .writer
         .mutate(Op::IssueCredential {
             client_id: identity.id.clone(),
-            assertion: Some(client.assertion.clone()),
+            assertion: client.assertion.clone(),
             subject: format!("identity:{}", identity.id),
             // Never the token itself.
             payload: json!({
@@ -553,6 +634,7 @@ async fn client_credentials(
                 "iat": claims.iat,
                 "exp": claims.exp,
                 "signing_kid": signing_kid,
+                "auth": client.method,
                 "client_assertion_kid": client.kid,
             }),
         })
@@ -574,7 +656,8 @@ async fn client_credentials(
 /// Request an access token.
 ///
 /// The `client_credentials` grant with `private_key_jwt` client authentication (RFC 6749
-/// §4.4, RFC 7523), and delegation by token exchange (RFC 8693, see `oauth_more`). The
+/// §4.4, RFC 7523) or, on a TLS listener with a client CA, `tls_client_auth` (RFC 8705: a
+/// client certificate whose SPIFFE ID URI SAN is the identity's), and delegation by token exchange (RFC 8693, see `oauth_more`). The
 /// body is form-encoded; errors follow RFC 6749 §5.2.
 #[utoipa::path(post, operation_id = "oauth_token", path = "/oauth2/token", tag = "oauth",
     request_body(content = TokenRequestForm, content_type = "application/x-www-form-urlencoded"),
@@ -584,11 +667,16 @@ async fn client_credentials(
               (status = 503, description = "temporarily_unavailable: the issuance could not be recorded (no token was issued)", body = OAuthErrorBody)))]
 pub async fn token(
     State(state): State<AppState>,
+    peer: Option<Extension<TlsPeer>>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, OAuthError> {
     let params = TokenParams::from_form(form)?;
+    // A client certificate counts only where client certificates are configured.
+    let peer = peer.filter(|_| state.tls_client_auth);
     match params.require("grant_type")? {
-        GRANT_CLIENT_CREDENTIALS => client_credentials(&state, &params).await,
+        GRANT_CLIENT_CREDENTIALS => {
+            client_credentials(&state, &params, peer.as_ref().map(|Extension(p)| p)).await
+        }
         GRANT_TOKEN_EXCHANGE => {
             Ok(crate::api::oauth_more::token_exchange(&state, &params.to_hash_map()).await)
         }
@@ -623,7 +711,11 @@ pub async fn metadata(State(state): State<AppState>) -> Json<ServerMetadata> {
         introspection_endpoint: format!("{iss}/oauth2/introspect"),
         revocation_endpoint: format!("{iss}/oauth2/revoke"),
         grant_types_supported: vec![GRANT_CLIENT_CREDENTIALS.into(), GRANT_TOKEN_EXCHANGE.into()],
-        token_endpoint_auth_methods_supported: vec!["private_key_jwt".into()],
+        token_endpoint_auth_methods_supported: if state.tls_client_auth {
+            vec![AUTH_PRIVATE_KEY_JWT.into(), AUTH_TLS_CLIENT.into()]
+        } else {
+            vec![AUTH_PRIVATE_KEY_JWT.into()]
+        },
         token_endpoint_auth_signing_alg_values_supported: vec!["EdDSA".into(), "ES256".into()],
     })
 }

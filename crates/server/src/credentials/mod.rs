@@ -10,5 +10,7 @@
 pub mod assertion;
 pub mod jwt;
 pub mod keys;
+pub mod tls;
 
 pub use keys::{KeyWrap, SigningKeys};
+pub use tls::TlsPeer;
