@@ -403,12 +403,12 @@ fn decide_one(
         (Some(_), None) => ask.principal.and_then(|p| snap.principal(p)),
         _ => snap.principal(&principal),
     };
+    let stopped = entry.and_then(|e| snap.kill_switch_for(&e.identity));
     let (decision, reason) = match (refusal, entry) {
         (Some(why), _) => deny(why),
         (None, None) => deny(format!("unknown principal `{principal}`")),
-        (None, Some(e)) if snap.kill_switch_for(&e.identity).is_some() => {
-            let ks = snap.kill_switch_for(&e.identity);
-            deny(ks.map_or_else(String::new, kill_switch_reason))
+        (None, Some(_)) if stopped.is_some() => {
+            deny(stopped.map_or_else(String::new, kill_switch_reason))
         }
         (None, Some(e)) => match (e.identity.may_act(), &e.entities) {
             (Err(why), _) => deny(why.to_owned()),

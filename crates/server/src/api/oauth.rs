@@ -540,10 +540,6 @@ pub fn requested_lifetime(params: &TokenParams) -> Result<Option<u64>, OAuthErro
         .transpose()
 }
 
-fn random_jti() -> String {
-    format!("at_{}", uuid::Uuid::new_v4().simple())
-}
-
 /// The `client_credentials` grant.
 async fn client_credentials(
     state: &AppState,
@@ -605,7 +601,7 @@ async fn client_credentials(
         exp: exp_ms.div_euclid(1000),
         iat: now_s,
         nbf: now_s,
-        jti: random_jti(),
+        jti: jwt::new_jti(),
         client_id: identity.id.clone(),
         scope: scope.to_string(),
         environment: identity.environment.clone(),

@@ -44,7 +44,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
@@ -499,12 +498,6 @@ async fn exchange(state: &AppState, form: &HashMap<String, String>) -> Result<Re
     }
 }
 
-fn random_jti() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("at_{}", hex::encode(bytes))
-}
-
 /// The rules of delegation, against one snapshot (no I/O): the new token and its claims,
 /// or why not.
 fn delegation(
@@ -680,7 +673,7 @@ fn delegation(
         exp,
         iat: now_s,
         nbf: now_s,
-        jti: random_jti(),
+        jti: jwt::new_jti(),
         client_id: parent.sub.clone(),
         scope: scope.to_string(),
         environment: delegate.identity.environment.clone(),

@@ -76,6 +76,11 @@ pub enum TokenError {
     Inactive(String),
 }
 
+/// A fresh access-token id (`jti`): 128 random bits.
+pub fn new_jti() -> String {
+    format!("at_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// Signs `claims` with the current signing key.
 pub fn issue(keys: &SigningKeys, claims: &AccessClaims) -> Result<String, TokenError> {
     use ed25519_dalek::Signer as _;
