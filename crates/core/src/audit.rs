@@ -47,6 +47,23 @@ pub enum RecordKind {
     SigningKeyRotated,
     KillSwitchEngaged,
     KillSwitchReleased,
+    /// An AI capability was declared or changed (owner acceptance and reviews are
+    /// `human.decision` records).
+    CapabilityChanged,
+    /// Roles or resources of the entitlement model were changed directly by a human.
+    EntitlementModelChanged,
+    /// The tier policies were replaced.
+    TierPolicyUpdated,
+    /// A Tier 2 change's override window ended; the change stands.
+    ProposalRatified,
+    /// A Tier 3/4 proposal's time to decide ran out.
+    ProposalExpired,
+    /// An aggregate (compounding changes) crossed its threshold.
+    GovernanceAlert,
+    /// A governed request was refused (who tried what, and why).
+    RequestRefused,
+    /// A notification's delivery ended (delivered or given up).
+    NotificationDelivery,
 }
 
 impl RecordKind {
@@ -60,7 +77,7 @@ impl RecordKind {
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 21] = [
+    pub const ALL: [RecordKind; 29] = [
         RecordKind::Decision,
         RecordKind::IdentityCreated,
         RecordKind::IdentityUpdated,
@@ -82,6 +99,14 @@ impl RecordKind {
         RecordKind::SigningKeyRotated,
         RecordKind::KillSwitchEngaged,
         RecordKind::KillSwitchReleased,
+        RecordKind::CapabilityChanged,
+        RecordKind::EntitlementModelChanged,
+        RecordKind::TierPolicyUpdated,
+        RecordKind::ProposalRatified,
+        RecordKind::ProposalExpired,
+        RecordKind::GovernanceAlert,
+        RecordKind::RequestRefused,
+        RecordKind::NotificationDelivery,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +132,14 @@ impl RecordKind {
             RecordKind::SigningKeyRotated => "signing_key.rotated",
             RecordKind::KillSwitchEngaged => "killswitch.engaged",
             RecordKind::KillSwitchReleased => "killswitch.released",
+            RecordKind::CapabilityChanged => "capability.changed",
+            RecordKind::EntitlementModelChanged => "entitlements.changed",
+            RecordKind::TierPolicyUpdated => "tier_policy.updated",
+            RecordKind::ProposalRatified => "proposal.ratified",
+            RecordKind::ProposalExpired => "proposal.expired",
+            RecordKind::GovernanceAlert => "governance.alert",
+            RecordKind::RequestRefused => "request.refused",
+            RecordKind::NotificationDelivery => "notification.delivery",
         }
     }
 

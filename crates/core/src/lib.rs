@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod checkpoint;
 pub mod credentials;
+pub mod governance;
 pub mod identity;
 pub mod merkle;
 pub mod verify;

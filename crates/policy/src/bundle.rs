@@ -113,11 +113,13 @@ pub(crate) struct ActionInfo {
 }
 
 /// A policy set with ids assigned, before validation.
-struct Parsed {
-    set: PolicySet,
-    ids: Vec<String>,
-    meta: HashMap<PolicyId, PolicyMeta>,
-    starts: Vec<usize>,
+pub(crate) struct Parsed {
+    pub set: PolicySet,
+    /// The policy ids, in source order.
+    pub ids: Vec<String>,
+    pub meta: HashMap<PolicyId, PolicyMeta>,
+    /// Byte offset of each statement in the source text (see `statement_starts`).
+    pub starts: Vec<usize>,
 }
 
 impl PolicyBundle {
@@ -141,29 +143,7 @@ impl PolicyBundle {
         };
 
         let validator = Validator::new(schema);
-        let result = validator.validate(&parsed.set, ValidationMode::Strict);
-        let diagnostics: Vec<Diagnostic> = result
-            .validation_errors()
-            .map(|e| {
-                let id = e.policy_id();
-                let mut d = from_miette(
-                    e,
-                    SourceKind::Policies,
-                    Some(policies_src),
-                    Some(id.to_string()),
-                );
-                if d.line.is_none() {
-                    // Without a label, point at the start of the policy.
-                    let start = parsed.meta.get(id).and_then(|m| parsed.starts.get(m.index));
-                    if let Some(p) = start.and_then(|&s| position(policies_src, s)) {
-                        d.line = Some(p.line);
-                        d.column = Some(p.column);
-                        d.snippet = Some(p.snippet);
-                    }
-                }
-                d
-            })
-            .collect();
+        let diagnostics = validation_diagnostics(&validator, &parsed, policies_src);
         if !diagnostics.is_empty() {
             return Err(PolicyErrors { diagnostics });
         }
@@ -302,6 +282,38 @@ impl PolicyBundle {
     }
 }
 
+/// Validates `parsed` (parsed from `policies_src`) in strict mode and returns every
+/// validation error as a positioned diagnostic; warnings are ignored.
+pub(crate) fn validation_diagnostics(
+    validator: &Validator,
+    parsed: &Parsed,
+    policies_src: &str,
+) -> Vec<Diagnostic> {
+    let result = validator.validate(&parsed.set, ValidationMode::Strict);
+    result
+        .validation_errors()
+        .map(|e| {
+            let id = e.policy_id();
+            let mut d = from_miette(
+                e,
+                SourceKind::Policies,
+                Some(policies_src),
+                Some(id.to_string()),
+            );
+            if d.line.is_none() {
+                // Without a label, point at the start of the policy.
+                let start = parsed.meta.get(id).and_then(|m| parsed.starts.get(m.index));
+                if let Some(p) = start.and_then(|&s| position(policies_src, s)) {
+                    d.line = Some(p.line);
+                    d.column = Some(p.column);
+                    d.snippet = Some(p.snippet);
+                }
+            }
+            d
+        })
+        .collect()
+}
+
 /// Checks policy syntax only (no schema) and returns the policy ids in source order.
 pub fn check_syntax(policies_src: &str) -> Result<Vec<String>, PolicyErrors> {
     parse_policies(policies_src).map(|p| p.ids)
@@ -383,7 +395,9 @@ fn default_index(id: &PolicyId) -> Option<usize> {
         .ok()
 }
 
-fn parse_policies(src: &str) -> Result<Parsed, PolicyErrors> {
+/// Parses a policies text and gives each policy the id of its `@id` annotation (or
+/// cedar's default); templates, empty and duplicate ids are diagnostics.
+pub(crate) fn parse_policies(src: &str) -> Result<Parsed, PolicyErrors> {
     let kind = SourceKind::Policies;
     let raw = PolicySet::from_str(src).map_err(|errs| PolicyErrors {
         diagnostics: errs

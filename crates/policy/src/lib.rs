@@ -2,7 +2,9 @@
 //!
 //! It owns the Cedar schema (a built-in fragment for the principal side, combined with
 //! the user's schema), policy compilation and strict validation with positioned
-//! diagnostics, building a registered identity into Cedar entities, and decisions.
+//! diagnostics, building a registered identity into Cedar entities, and decisions. It
+//! also owns tier policies ([`TierPolicies`]): Cedar permits, validated against the
+//! fixed [`TIER_SCHEMA`], that assign a governance tier to an AI change proposal.
 //!
 //! It does no I/O, no SQL and no HTTP: texts and facts come in, values go out. Callers
 //! own storage, the registry and the wire. No other crate imports `cedar-policy`, so
@@ -54,6 +56,7 @@ mod decision;
 mod diagnostics;
 mod fast;
 mod principal;
+mod tier;
 
 pub use bundle::{check_syntax, PolicyBundle, BUILTIN_SCHEMA};
 pub use decision::{
@@ -62,3 +65,6 @@ pub use decision::{
 };
 pub use diagnostics::{Diagnostic, PolicyErrors, SourceKind, SNIPPET_MAX_CHARS};
 pub use principal::{build_principal, EntityError, PrincipalEntities, PrincipalFacts};
+pub use tier::{
+    TierInput, TierMatch, TierOutcome, TierPolicies, DEFAULT_TIER_POLICIES, TIER_SCHEMA,
+};

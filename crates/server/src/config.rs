@@ -39,6 +39,11 @@ pub struct Config {
     pub max_delegation_depth: usize,
     /// Serve with TLS (and optionally request client certificates); `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Tiered change governance: windows, expiries, approval rules, floor, aggregates,
+    /// notifications and connectors.
+    pub governance: crate::governance::GovConfig,
+    /// How often the governance job fires due timers and sends due deliveries.
+    pub governance_tick: Duration,
 }
 
 /// The PEM files of the TLS listener. Paths only: the files are read (and checked) when
@@ -74,6 +79,8 @@ impl Default for Config {
             token_lifetimes: warrant_core::credentials::Lifetimes::default(),
             max_delegation_depth: warrant_core::credentials::DEFAULT_MAX_DELEGATION_DEPTH,
             tls: None,
+            governance: crate::governance::GovConfig::default(),
+            governance_tick: Duration::from_millis(500),
         }
     }
 }
@@ -109,6 +116,178 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// PEM file: the CA(s) issuing workload client certificates (mTLS client auth).
     pub tls_client_ca: Option<PathBuf>,
+    /// Tiered change governance.
+    pub governance: Option<FileGovernance>,
+}
+
+/// The `[governance]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGovernance {
+    /// Tier 2 override window in seconds (86400).
+    pub override_window_secs: Option<u64>,
+    /// Tier 3 approval expiry in seconds (604800).
+    pub approval_expiry_secs: Option<u64>,
+    /// Tier 4 recommendation expiry in seconds (2592000).
+    pub recommendation_expiry_secs: Option<u64>,
+    /// Shortest business justification, in characters (20).
+    pub min_justification: Option<usize>,
+    /// Regular expression change tickets must match (`^[A-Z][A-Z0-9]{1,15}-[0-9]{1,10}$`).
+    pub ticket_pattern: Option<String>,
+    /// Changes altering more identities than this are at least Tier 3 (10).
+    pub floor_max_blast_radius: Option<u64>,
+    /// Sliding window of the aggregates, in seconds (86400).
+    pub aggregate_window_secs: Option<u64>,
+    pub aggregate_capability_max: Option<u64>,
+    pub aggregate_target_max: Option<u64>,
+    pub aggregate_overall_max: Option<u64>,
+    pub chain_max_blast: Option<u64>,
+    pub chain_max_length: Option<u64>,
+    /// How long a correlation chain is remembered, in seconds (30 days).
+    pub chain_window_secs: Option<u64>,
+    /// Default webhook for notifications (Slack-compatible) when a capability names none.
+    pub notify_url: Option<String>,
+    /// Delivery attempts before giving up (8).
+    pub max_attempts: Option<u32>,
+    /// First retry delay in milliseconds, doubled per attempt (1000).
+    pub retry_base_ms: Option<u64>,
+    /// Milliseconds between runs of the governance job (500).
+    pub tick_ms: Option<u64>,
+    /// External systems: `[governance.connectors.<name>] url = "https://…"`.
+    #[serde(default)]
+    pub connectors: std::collections::BTreeMap<String, FileConnector>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConnector {
+    pub url: String,
+}
+
+fn governance(fg: FileGovernance) -> Result<crate::governance::GovConfig, ConfigError> {
+    let mut g = crate::governance::GovConfig::default();
+    let secs =
+        |field: &'static str, v: Option<u64>, max: u64| -> Result<Option<i64>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(0) => Err(invalid(field, "must be at least 1")),
+                Some(s) if s > max => Err(invalid(field, format!("must be at most {max}"))),
+                Some(s) => Ok(Some(s as i64 * 1000)),
+            }
+        };
+    const YEAR: u64 = 366 * 86_400;
+    if let Some(ms) = secs(
+        "governance.override_window_secs",
+        fg.override_window_secs,
+        YEAR,
+    )? {
+        g.override_window_ms = ms;
+    }
+    if let Some(ms) = secs(
+        "governance.approval_expiry_secs",
+        fg.approval_expiry_secs,
+        YEAR,
+    )? {
+        g.approval_expiry_ms = ms;
+    }
+    if let Some(ms) = secs(
+        "governance.recommendation_expiry_secs",
+        fg.recommendation_expiry_secs,
+        YEAR,
+    )? {
+        g.recommendation_expiry_ms = ms;
+    }
+    if let Some(ms) = secs(
+        "governance.aggregate_window_secs",
+        fg.aggregate_window_secs,
+        YEAR,
+    )? {
+        g.thresholds.window_ms = ms;
+    }
+    if let Some(ms) = secs("governance.chain_window_secs", fg.chain_window_secs, YEAR)? {
+        g.thresholds.chain_window_ms = ms;
+    }
+    if let Some(n) = fg.min_justification {
+        if !(1..=2000).contains(&n) {
+            return Err(invalid("governance.min_justification", "must be 1 to 2000"));
+        }
+        g.rules.min_justification = n;
+    }
+    if let Some(p) = fg.ticket_pattern {
+        g.ticket_pattern = regex::Regex::new(&p).map_err(|e| {
+            invalid(
+                "governance.ticket_pattern",
+                format!("not a valid regular expression: {e}"),
+            )
+        })?;
+    }
+    let positive = |field: &'static str, v: Option<u64>| -> Result<Option<u64>, ConfigError> {
+        match v {
+            Some(0) => Err(invalid(field, "must be at least 1")),
+            v => Ok(v),
+        }
+    };
+    if let Some(n) = positive(
+        "governance.floor_max_blast_radius",
+        fg.floor_max_blast_radius,
+    )? {
+        g.floor.max_blast_radius = n;
+    }
+    if let Some(n) = positive(
+        "governance.aggregate_capability_max",
+        fg.aggregate_capability_max,
+    )? {
+        g.thresholds.capability_max = n;
+    }
+    if let Some(n) = positive("governance.aggregate_target_max", fg.aggregate_target_max)? {
+        g.thresholds.target_max = n;
+    }
+    if let Some(n) = positive("governance.aggregate_overall_max", fg.aggregate_overall_max)? {
+        g.thresholds.overall_max = n;
+    }
+    if let Some(n) = positive("governance.chain_max_blast", fg.chain_max_blast)? {
+        g.thresholds.chain_max_blast = n;
+    }
+    if let Some(n) = positive("governance.chain_max_length", fg.chain_max_length)? {
+        g.thresholds.chain_max_length = n;
+    }
+    if let Some(url) = fg.notify_url {
+        warrant_core::governance::check_webhook_url(&url)
+            .map_err(|e| invalid("governance.notify_url", e.to_string()))?;
+        g.notify_url = Some(url);
+    }
+    if let Some(n) = fg.max_attempts {
+        if !(1..=100).contains(&n) {
+            return Err(invalid("governance.max_attempts", "must be 1 to 100"));
+        }
+        g.max_attempts = n;
+    }
+    if let Some(ms) = fg.retry_base_ms {
+        if !(10..=3_600_000).contains(&ms) {
+            return Err(invalid("governance.retry_base_ms", "must be 10 to 3600000"));
+        }
+        g.retry_base_ms = ms as i64;
+    }
+    for (name, c) in fg.connectors {
+        if name == "warrant"
+            || name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "governance.connectors",
+                format!("connector name `{name}` must be lowercase letters, digits, `-`, `_` (and not `warrant`)"),
+            ));
+        }
+        warrant_core::governance::check_webhook_url(&c.url)
+            .map_err(|e| invalid("governance.connectors", format!("{name}: {e}")))?;
+        g.connectors.insert(
+            name.clone(),
+            crate::governance::Connector { name, url: c.url },
+        );
+    }
+    Ok(g)
 }
 
 /// Overrides from environment and flags (already merged by the CLI, flags winning).
@@ -297,6 +476,15 @@ impl Config {
             .unwrap_or(c.token_lifetimes.max_secs);
         c.token_lifetimes = warrant_core::credentials::Lifetimes::new(lifetime, max)
             .map_err(|e| invalid("token_lifetime_secs", e.to_string()))?;
+        if let Some(fg) = fc.governance {
+            if let Some(ms) = fg.tick_ms {
+                if !(50..=60_000).contains(&ms) {
+                    return Err(invalid("governance.tick_ms", "must be 50 to 60000"));
+                }
+                c.governance_tick = Duration::from_millis(ms);
+            }
+            c.governance = governance(fg)?;
+        }
         if let Some(d) = fc.max_delegation_depth {
             if !(1..=10).contains(&d) {
                 return Err(invalid("max_delegation_depth", "must be between 1 and 10"));

@@ -49,6 +49,9 @@ impl ApiError {
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -98,6 +101,7 @@ impl From<crate::writer::WriteError> for ApiError {
             WriteError::Invalid(m) => ApiError::bad_request(m),
             WriteError::NotFound(m) => ApiError::not_found(m),
             WriteError::Conflict(m) => ApiError::conflict(m),
+            WriteError::Forbidden(m) => ApiError::forbidden(m),
             // Nothing was logged or decided: asking again gets an answer on the new state.
             WriteError::Stale(m) => ApiError::unavailable(m),
             WriteError::Unavailable(m) => {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod extract;
+pub mod governance;
 pub mod keys;
 pub mod metrics;
 pub mod ops;
@@ -64,6 +65,8 @@ pub struct Inner {
     /// Whether agents may authenticate with an mTLS client certificate
     /// (`tls_client_auth`: a TLS listener with a client CA).
     pub tls_client_auth: bool,
+    /// Tiered change governance settings.
+    pub gov: Arc<governance::GovConfig>,
 }
 
 pub type AppState = Arc<Inner>;
@@ -89,6 +92,8 @@ const LOG_ID_KEY: &str = "log_id";
 const SIGNING_KEY_ID_KEY: &str = "checkpoint_key_id";
 /// The job lock of the periodic jobs that must run on one replica at a time.
 const JOBS_LOCK: &str = "periodic-jobs";
+/// The job lock of governance timers and webhook deliveries.
+const GOVERNANCE_LOCK: &str = "governance-jobs";
 const BOOTSTRAP_TOKEN_ID: &str = "tok_bootstrap";
 const ENV_TOKEN_ID: &str = "tok_env";
 
@@ -144,6 +149,10 @@ impl Server {
             },
         };
         let mut snap = snapshot::Snapshot::new(Arc::new(bundle), version);
+        // Roles first: an identity's entities include the entitlements of its roles.
+        snap.gov =
+            governance::state::Gov::load(&*store, clock.now_ms(), &config.governance.thresholds)
+                .await?;
         for identity in store.all_identities().await? {
             snap.upsert_identity(identity);
         }
@@ -157,6 +166,7 @@ impl Server {
                         id: t.id.clone(),
                         name: t.name.clone(),
                         role: t.role.clone(),
+                        human: t.human.clone(),
                     },
                 );
             }
@@ -213,6 +223,7 @@ impl Server {
                 trust_domain: config.trust_domain.clone(),
                 synced_size,
                 key_wrap: key_wrap.clone(),
+                gov: Arc::new(config.governance.clone()),
             },
         );
 
@@ -232,6 +243,7 @@ impl Server {
                             role: "admin".into(),
                             created_ms: now,
                             revoked_ms: None,
+                            human: None,
                         },
                         note: "set from WARRANT_ADMIN_TOKEN",
                         unless_active: false,
@@ -254,6 +266,7 @@ impl Server {
                         role: "admin".into(),
                         created_ms: now,
                         revoked_ms: None,
+                        human: None,
                     },
                     note: "generated on first start; shown once",
                     unless_active: true,
@@ -308,6 +321,7 @@ impl Server {
             token_lifetimes: config.token_lifetimes,
             max_delegation_depth: config.max_delegation_depth,
             tls_client_auth: config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            gov: Arc::new(config.governance.clone()),
         });
         Ok(Server {
             state,
@@ -479,8 +493,10 @@ fn spawn_jobs(state: AppState, config: &Config) -> tokio::task::JoinHandle<()> {
         .store
         .shared()
         .then(|| spawn_change_watcher(state.clone()));
+    let gov_tick = config.governance_tick;
     tokio::spawn(async move {
         let _watcher = AbortOnDrop(watcher);
+        let _governance = AbortOnDrop(Some(spawn_governance_jobs(state.clone(), gov_tick)));
         let mut cp = tokio::time::interval(cp_every);
         let mut flush = tokio::time::interval(flush_every);
         let mut sync = tokio::time::interval(sync_every);
@@ -508,6 +524,34 @@ fn spawn_jobs(state: AppState, config: &Config) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// The governance job: fires due timers (Tier 2 ratification, Tier 3/4 expiry) and sends
+/// due webhook deliveries, on one replica at a time (its own job lock, so a slow webhook
+/// never delays checkpoints).
+fn spawn_governance_jobs(state: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = match reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the webhook client; governance timers and deliveries are not running");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lock: Option<Box<dyn warrant_store::JobLock>> = None;
+        loop {
+            tick.tick().await;
+            if hold_lock(&state, &mut lock, GOVERNANCE_LOCK).await {
+                governance::delivery::tick(&state, &client).await;
+            }
+        }
+    })
+}
+
 /// Forgets used client assertions and revocations of tokens that expired over an hour ago
 /// (a replayed assertion or a revoked token is refused by its expiry by then anyway).
 async fn purge_expired(state: &AppState) {
@@ -527,6 +571,17 @@ async fn hold_jobs_lock(
     state: &AppState,
     lock: &mut Option<Box<dyn warrant_store::JobLock>>,
 ) -> bool {
+    let held = hold_lock(state, lock, JOBS_LOCK).await;
+    state.metrics.job_leader.set(i64::from(held));
+    held
+}
+
+/// Holds the named job lock if it can (see [`hold_jobs_lock`]).
+async fn hold_lock(
+    state: &AppState,
+    lock: &mut Option<Box<dyn warrant_store::JobLock>>,
+    name: &str,
+) -> bool {
     if let Some(held) = lock {
         if let Err(e) = held.check().await {
             tracing::warn!(error = %e, "lost the periodic-jobs lock");
@@ -534,10 +589,10 @@ async fn hold_jobs_lock(
         }
     }
     if lock.is_none() {
-        match state.store.try_job_lock(JOBS_LOCK).await {
+        match state.store.try_job_lock(name).await {
             Ok(Some(l)) => {
                 if state.store.shared() {
-                    tracing::info!("this replica now runs the periodic jobs (checkpoints)");
+                    tracing::info!(lock = name, "this replica now runs these periodic jobs");
                 }
                 *lock = Some(l);
             }
@@ -545,9 +600,7 @@ async fn hold_jobs_lock(
             Err(e) => tracing::warn!(error = %e, "cannot take the periodic-jobs lock"),
         }
     }
-    let held = lock.is_some();
-    state.metrics.job_leader.set(i64::from(held));
-    held
+    lock.is_some()
 }
 
 /// Listens for change signals from other replicas (resubscribing after a failure) and

@@ -5,11 +5,13 @@
 //! effect on the decision snapshot. No SQL here: only [`WriteTx`] calls.
 
 use crate::credentials::{KeyWrap, SigningKeys};
+use crate::governance::state::TierPolicyRow;
 use crate::writer::WriteError;
 use serde_json::json;
 use std::sync::Arc;
 use warrant_core::audit::{RecordDraft, RecordKind};
 use warrant_core::credentials::KillSwitch;
+use warrant_core::governance::{AuthRequirement, Capability, Proposal, Resource, Role};
 use warrant_core::identity::{Identity, IdentityError, IdentityPatch, NewIdentity, Transition};
 use warrant_core::Millis;
 use warrant_policy::PolicyBundle;
@@ -22,6 +24,10 @@ pub struct Ctx<'a> {
     pub trust_domain: &'a str,
     /// Unwraps stored token signing keys (to publish them to the snapshot).
     pub key_wrap: &'a KeyWrap,
+    /// The state as of this op: the snapshot with every earlier change of the batch
+    /// (and those caught up from other replicas) applied.
+    pub snap: &'a crate::snapshot::Snapshot,
+    pub gov: &'a crate::governance::GovConfig,
 }
 
 pub enum Op {
@@ -112,6 +118,8 @@ pub enum Op {
     System {
         payload: serde_json::Value,
     },
+    /// Tiered change governance (capabilities, proposals, the entitlement model).
+    Gov(Box<crate::governance::ops::GovOp>),
 }
 
 /// What the snapshot must learn once the batch has committed.
@@ -128,6 +136,26 @@ pub enum Effect {
         exp_ms: Millis,
     },
     SigningKeys(Arc<SigningKeys>),
+    Role {
+        name: String,
+        role: Option<Role>,
+    },
+    Resource {
+        id: String,
+        resource: Option<Resource>,
+    },
+    Trust {
+        identity: String,
+        trusted: Vec<String>,
+    },
+    Auth {
+        identity: String,
+        require: AuthRequirement,
+    },
+    Capability(Box<Capability>),
+    TierPolicy(Box<TierPolicyRow>),
+    /// A proposal's new state (for the aggregates).
+    Proposal(Box<Proposal>),
 }
 
 /// What the caller gets back.
@@ -139,15 +167,17 @@ pub enum Outcome {
     /// The op found nothing to do (see `PutToken::unless_active`).
     Unchanged,
     KillSwitch(Box<KillSwitch>),
+    Proposal(Box<Proposal>),
+    Capability(Box<Capability>),
 }
 
 pub struct Applied {
     pub drafts: Vec<RecordDraft>,
-    pub effect: Option<Effect>,
+    pub effects: Vec<Effect>,
     pub outcome: Outcome,
 }
 
-fn store_err(e: StoreError) -> WriteError {
+pub(crate) fn store_err(e: StoreError) -> WriteError {
     WriteError::Unavailable(e.to_string())
 }
 
@@ -181,7 +211,7 @@ fn kill_switch_applied(kind: RecordKind, actor: &str, switch: KillSwitch) -> App
             format!("killswitch:{}", switch.id),
             payload,
         )],
-        effect: Some(Effect::KillSwitch(switch.clone())),
+        effects: vec![Effect::KillSwitch(switch.clone())],
         outcome: Outcome::KillSwitch(Box::new(switch)),
     }
 }
@@ -220,7 +250,7 @@ pub fn identity_json(i: &Identity) -> serde_json::Value {
     })
 }
 
-fn draft(
+pub(crate) fn draft(
     kind: RecordKind,
     actor: &str,
     subject: String,
@@ -258,7 +288,7 @@ fn identity_applied(
             format!("identity:{}", identity.id),
             payload,
         )],
-        effect: Some(Effect::Identity(Box::new(identity.clone()))),
+        effects: vec![Effect::Identity(Box::new(identity.clone()))],
         outcome: Outcome::Identity(Box::new(identity)),
     }
 }
@@ -363,7 +393,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                     format!("policy:{version}"),
                     payload,
                 )],
-                effect: Some(Effect::Policy { version, bundle }),
+                effects: vec![Effect::Policy { version, bundle }],
                 outcome: Outcome::PolicyVersion(version),
             })
         }
@@ -378,7 +408,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                 if current.is_some_and(|t| t.revoked_ms.is_none()) {
                     return Ok(Applied {
                         drafts: vec![],
-                        effect: None,
+                        effects: vec![],
                         outcome: Outcome::Unchanged,
                     });
                 }
@@ -390,10 +420,10 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                 RecordKind::TokenCreated
             };
             // Never the secret, never its hash: the id names the token.
-            let payload = json!({ "token_id": token.id, "name": token.name, "role": token.role, "note": note });
+            let payload = json!({ "token_id": token.id, "name": token.name, "role": token.role, "human": token.human, "note": note });
             Ok(Applied {
                 drafts: vec![draft(kind, &actor, format!("token:{}", token.id), payload)],
-                effect: Some(Effect::Token(token)),
+                effects: vec![Effect::Token(token)],
                 outcome: Outcome::None,
             })
         }
@@ -401,7 +431,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
             tx.touch_identities(&used).await.map_err(store_err)?;
             Ok(Applied {
                 drafts: vec![],
-                effect: None,
+                effects: vec![],
                 outcome: Outcome::None,
             })
         }
@@ -463,7 +493,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                     format!("identity-key:{}/{}", key.identity_id, key.kid),
                     payload,
                 )],
-                effect: None,
+                effects: vec![],
                 outcome: Outcome::None,
             })
         }
@@ -488,7 +518,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                     format!("identity-key:{identity_id}/{kid}"),
                     json!({ "kid": kid }),
                 )],
-                effect: None,
+                effects: vec![],
                 outcome: Outcome::None,
             })
         }
@@ -506,7 +536,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                     subject,
                     payload,
                 )],
-                effect: None,
+                effects: vec![],
                 outcome: Outcome::None,
             })
         }
@@ -523,7 +553,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                     format!("identity:{client_id}"),
                     payload,
                 )],
-                effect: None,
+                effects: vec![],
                 outcome: Outcome::None,
             })
         }
@@ -537,7 +567,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                 // Revoking twice is not an error (RFC 7009 §2.2) and not a change.
                 return Ok(Applied {
                     drafts: vec![],
-                    effect: None,
+                    effects: vec![],
                     outcome: Outcome::Unchanged,
                 });
             }
@@ -548,10 +578,10 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                     format!("access-token:{}", revoked.jti),
                     json!({ "jti": revoked.jti, "exp_ms": revoked.exp_ms, "subject": subject }),
                 )],
-                effect: Some(Effect::Revoked {
+                effects: vec![Effect::Revoked {
                     jti: revoked.jti,
                     exp_ms: revoked.exp_ms,
-                }),
+                }],
                 outcome: Outcome::None,
             })
         }
@@ -565,7 +595,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
             if only_if_none && before.iter().any(|k| k.retired_ms.is_none()) {
                 return Ok(Applied {
                     drafts: vec![],
-                    effect: None,
+                    effects: vec![],
                     outcome: Outcome::Unchanged,
                 });
             }
@@ -586,10 +616,10 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                     format!("signing-key:{}", key.kid),
                     json!({ "kid": key.kid, "alg": key.alg, "retired": retired, "retired_keys_leave_jwks_ms": unpublish_ms }),
                 )],
-                effect: Some(Effect::SigningKeys(Arc::new(SigningKeys::from_rows(
+                effects: vec![Effect::SigningKeys(Arc::new(SigningKeys::from_rows(
                     &rows,
                     ctx.key_wrap,
-                )))),
+                )))],
                 outcome: Outcome::None,
             })
         }
@@ -597,10 +627,11 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
             tx.purge_expired(before_ms).await.map_err(store_err)?;
             Ok(Applied {
                 drafts: vec![],
-                effect: None,
+                effects: vec![],
                 outcome: Outcome::None,
             })
         }
+        Op::Gov(g) => crate::governance::ops::apply(tx, *g, ctx).await,
         Op::System { payload } => Ok(Applied {
             drafts: vec![draft(
                 RecordKind::System,
@@ -608,7 +639,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: Op, ctx: &Ctx<'_>) -> Result<Applie
                 "server".into(),
                 payload,
             )],
-            effect: None,
+            effects: vec![],
             outcome: Outcome::None,
         }),
     }
@@ -679,7 +710,11 @@ pub async fn reload(
                     });
                 }
             }
-            _ => {}
+            other => {
+                if let Some(e) = crate::governance::ops::reload_subject(tx, other, key).await? {
+                    effects.push(e);
+                }
+            }
         }
     }
     Ok(effects)

@@ -7,10 +7,13 @@
 //! the cost of a decision does not grow with the number of identities.
 
 use crate::credentials::SigningKeys;
+use crate::governance::state::Gov;
+use crate::ops::Effect;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use warrant_core::credentials::KillSwitch;
+use warrant_core::governance::Role;
 use warrant_core::identity::{Identity, IdentityState};
 use warrant_core::merkle::Hash;
 use warrant_core::Millis;
@@ -41,9 +44,14 @@ impl LastUsed {
 }
 
 impl PrincipalEntry {
-    pub fn build(identity: Identity, last_used: Option<Arc<LastUsed>>) -> Self {
+    /// Builds the entry; `roles` gives the entitlements the identity holds through roles.
+    pub fn build(
+        identity: Identity,
+        last_used: Option<Arc<LastUsed>>,
+        roles: &imbl::HashMap<String, Arc<Role>>,
+    ) -> Self {
         let entities = if identity.state == IdentityState::Active {
-            match warrant_policy::build_principal(&facts(&identity)) {
+            match warrant_policy::build_principal(&facts(&identity, roles)) {
                 Ok(e) => Some(e),
                 Err(e) => {
                     // Fail closed: an identity whose entities cannot be built is denied.
@@ -79,7 +87,17 @@ impl PrincipalEntry {
     }
 }
 
-pub fn facts(i: &Identity) -> PrincipalFacts {
+/// The facts Cedar sees: the identity with its effective entitlements (its own and those
+/// of the roles it holds).
+pub fn facts(i: &Identity, roles: &imbl::HashMap<String, Arc<Role>>) -> PrincipalFacts {
+    let mut entitlements = i.entitlements.clone();
+    for r in &i.roles {
+        if let Some(role) = roles.get(r) {
+            entitlements.extend(role.entitlements.iter().cloned());
+        }
+    }
+    entitlements.sort();
+    entitlements.dedup();
     PrincipalFacts {
         id: i.id.clone(),
         name: i.name.clone(),
@@ -88,7 +106,7 @@ pub fn facts(i: &Identity) -> PrincipalFacts {
         owner: i.owner.clone(),
         spiffe_id: i.spiffe_id.clone(),
         roles: i.roles.clone(),
-        entitlements: i.entitlements.clone(),
+        entitlements,
     }
 }
 
@@ -97,6 +115,8 @@ pub struct TokenInfo {
     pub id: String,
     pub name: String,
     pub role: String,
+    /// The named human the token belongs to (`None`: the bootstrap admin token).
+    pub human: Option<String>,
 }
 
 #[derive(Clone)]
@@ -113,6 +133,8 @@ pub struct Snapshot {
     pub revoked: Arc<HashMap<String, Millis>>,
     /// The keys that sign and verify access tokens.
     pub signing: Arc<SigningKeys>,
+    /// Entitlement model, capabilities, tier policies, aggregates.
+    pub gov: Gov,
 }
 
 impl Snapshot {
@@ -126,6 +148,7 @@ impl Snapshot {
             kill_switches: Arc::new(Vec::new()),
             revoked: Arc::new(HashMap::new()),
             signing: Arc::new(SigningKeys::default()),
+            gov: Gov::default(),
         }
     }
 
@@ -172,7 +195,122 @@ impl Snapshot {
         self.by_spiffe
             .insert(identity.spiffe_id.clone(), identity.id.clone());
         let id = identity.id.clone();
-        self.principals
-            .insert(id, Arc::new(PrincipalEntry::build(identity, last_used)));
+        let before: Vec<String> = self
+            .principals
+            .get(&id)
+            .map(|e| e.identity.roles.clone())
+            .unwrap_or_default();
+        for r in before.iter().filter(|r| !identity.roles.contains(r)) {
+            if let Some(mut m) = self.gov.role_members.get(r).cloned() {
+                m.remove(&id);
+                if m.is_empty() {
+                    self.gov.role_members.remove(r);
+                } else {
+                    self.gov.role_members.insert(r.clone(), m);
+                }
+            }
+        }
+        for r in identity.roles.iter().filter(|r| !before.contains(r)) {
+            let mut m = self.gov.role_members.get(r).cloned().unwrap_or_default();
+            m.insert(id.clone());
+            self.gov.role_members.insert(r.clone(), m);
+        }
+        let entry = PrincipalEntry::build(identity, last_used, &self.gov.roles);
+        self.principals.insert(id, Arc::new(entry));
+    }
+
+    /// Puts (or, with `None`, deletes) a role and rebuilds the entities of its members,
+    /// whose effective entitlements change with it.
+    pub fn put_role(&mut self, name: &str, role: Option<Role>) {
+        match role {
+            Some(r) => {
+                self.gov.roles.insert(name.to_owned(), Arc::new(r));
+            }
+            None => {
+                self.gov.roles.remove(name);
+            }
+        }
+        let members: Vec<String> = self
+            .gov
+            .role_members
+            .get(name)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default();
+        for id in members {
+            if let Some(e) = self.principals.get(&id).cloned() {
+                let rebuilt = PrincipalEntry::build(
+                    e.identity.clone(),
+                    Some(e.last_used.clone()),
+                    &self.gov.roles,
+                );
+                self.principals.insert(id, Arc::new(rebuilt));
+            }
+        }
+    }
+
+    /// Applies one committed (or, in the writer's working copy, just applied) effect.
+    pub fn apply(&mut self, effect: Effect, now: Millis) {
+        match effect {
+            Effect::Identity(identity) => self.upsert_identity(*identity),
+            Effect::Policy { version, bundle } => {
+                self.policy = bundle;
+                self.policy_version = version;
+            }
+            Effect::KillSwitch(switch) => self.put_kill_switch(switch),
+            Effect::Revoked { jti, exp_ms } => {
+                let mut revoked: HashMap<String, Millis> = self
+                    .revoked
+                    .iter()
+                    .filter(|(_, exp)| **exp > now)
+                    .map(|(j, e)| (j.clone(), *e))
+                    .collect();
+                revoked.insert(jti, exp_ms);
+                self.revoked = Arc::new(revoked);
+            }
+            Effect::SigningKeys(keys) => self.signing = keys,
+            Effect::Token(row) => {
+                let mut tokens = (*self.tokens).clone();
+                tokens.retain(|_, t| t.id != row.id);
+                if row.revoked_ms.is_none() {
+                    tokens.insert(
+                        row.hash,
+                        TokenInfo {
+                            id: row.id.clone(),
+                            name: row.name.clone(),
+                            role: row.role.clone(),
+                            human: row.human.clone(),
+                        },
+                    );
+                }
+                self.tokens = Arc::new(tokens);
+            }
+            Effect::Role { name, role } => self.put_role(&name, role),
+            Effect::Resource { id, resource } => match resource {
+                Some(r) => {
+                    self.gov.resources.insert(id, Arc::new(r));
+                }
+                None => {
+                    self.gov.resources.remove(&id);
+                }
+            },
+            Effect::Trust { identity, trusted } => {
+                if trusted.is_empty() {
+                    self.gov.trust.remove(&identity);
+                } else {
+                    self.gov.trust.insert(identity, Arc::new(trusted));
+                }
+            }
+            Effect::Auth { identity, require } => {
+                self.gov.auth.insert(identity, require);
+            }
+            Effect::Capability(c) => {
+                self.gov.capabilities.insert(c.id.clone(), Arc::from(c));
+            }
+            Effect::TierPolicy(t) => self.gov.set_tier_policy(&t),
+            Effect::Proposal(p) => {
+                let t = self.gov.thresholds.clone();
+                self.gov.aggregates.observe(&p, now, &t);
+            }
+        }
     }
 }

@@ -25,7 +25,7 @@
 
 use crate::metrics::Metrics;
 use crate::ops::{self, Effect, Op};
-use crate::snapshot::{Snapshot, TokenInfo};
+use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use ed25519_dalek::SigningKey;
 use std::sync::Arc;
@@ -44,6 +44,9 @@ pub enum WriteError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The actor may not do this (a governance rule refused it).
+    #[error("{0}")]
+    Forbidden(String),
     /// The store or the audit log could not be written: fail closed.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -100,6 +103,8 @@ pub struct WriterConfig {
     pub synced_size: u64,
     /// Unwraps stored token signing keys.
     pub key_wrap: Arc<crate::credentials::KeyWrap>,
+    /// Tier workflow settings.
+    pub gov: Arc<crate::governance::GovConfig>,
 }
 
 impl Writer {
@@ -242,13 +247,13 @@ impl WriterTask {
             ))),
         };
         match applied {
-            Ok((results, records, effects, size)) => {
+            Ok((results, records, next, size)) => {
                 self.synced = size;
                 if std::mem::take(&mut self.failing) {
                     tracing::warn!("writes succeed again");
                 }
-                if !effects.is_empty() {
-                    self.publish(effects);
+                if let Some(next) = next {
+                    self.publish(next);
                 }
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result.map(|(range, outcome)| {
@@ -282,53 +287,67 @@ impl WriterTask {
         }
     }
 
-    /// Runs one batch in one transaction. `Err` means nothing was applied.
+    /// Runs one batch in one transaction. `Err` means nothing was applied. Returns the
+    /// next snapshot when anything changed: the current one with the changes caught up
+    /// from other replicas and those of this batch applied in order (each op sees the
+    /// ones before it in the batch).
     #[allow(clippy::type_complexity)]
     async fn apply(
         &self,
         jobs: Vec<Job>,
-    ) -> Result<(Vec<JobResult>, Vec<AuditRecord>, Vec<Effect>, u64), WriteError> {
+    ) -> Result<(Vec<JobResult>, Vec<AuditRecord>, Option<Snapshot>, u64), WriteError> {
         let unavailable = |e: warrant_store::StoreError| WriteError::Unavailable(e.to_string());
         let now = self.clock.now_ms();
         let mut results: Vec<JobResult> = Vec::with_capacity(jobs.len());
         let mut drafts: Vec<RecordDraft> = Vec::new();
-        let mut effects: Vec<Effect> = Vec::new();
         let mut want_checkpoint = false;
 
         let mut tx: Box<dyn WriteTx> = self.store.begin_write().await.map_err(unavailable)?;
         let mut head = tx.load_chain_head().await.map_err(unavailable)?;
+        let mut caught: Vec<Effect> = Vec::new();
         if head.tree.size() > self.synced {
             // Another replica appended since: catch up first, under the head lock.
             let changes = tx.changes_since(self.synced).await.map_err(unavailable)?;
-            effects.extend(ops::reload(&mut *tx, &changes, &self.config.key_wrap).await?);
+            caught = ops::reload(&mut *tx, &changes, &self.config.key_wrap).await?;
         }
-        let caught_up = effects.len();
+        let caught_up = caught.len();
         // What changed elsewhere since the snapshot every decision of this batch was made
         // on (the catch-up is published only after this batch commits).
-        let changed_ids: std::collections::HashSet<String> = effects
+        let changed_ids: std::collections::HashSet<String> = caught
             .iter()
             .filter_map(|e| match e {
                 Effect::Identity(i) => Some(i.id.clone()),
                 _ => None,
             })
             .collect();
-        // A policy change, a kill switch or a revocation elsewhere: every pending allow is
-        // suspect (rare events; the client asks again).
-        let policy_changed = effects.iter().any(|e| {
+        // A policy change, a kill switch, a revocation or a role change elsewhere: every
+        // pending allow is suspect (rare events; the client asks again).
+        let policy_changed = caught.iter().any(|e| {
             matches!(
                 e,
-                Effect::Policy { .. } | Effect::KillSwitch(_) | Effect::Revoked { .. }
+                Effect::Policy { .. }
+                    | Effect::KillSwitch(_)
+                    | Effect::Revoked { .. }
+                    | Effect::Role { .. }
             )
         });
         let stale = |allowed: &[String]| {
             !allowed.is_empty()
                 && (policy_changed || allowed.iter().any(|id| changed_ids.contains(id)))
         };
-        let ctx = ops::Ctx {
-            now,
-            trust_domain: &self.config.trust_domain,
-            key_wrap: &self.config.key_wrap,
+        let mut next: Option<Snapshot> = None;
+        let working = |next: &mut Option<Snapshot>| {
+            if next.is_none() {
+                *next = Some((**self.snapshot.load()).clone());
+            }
         };
+        for e in caught {
+            working(&mut next);
+            if let Some(n) = next.as_mut() {
+                n.apply(e, now);
+            }
+        }
+        let mut changed_here = false;
         for job in jobs {
             let start = drafts.len();
             let result = match job {
@@ -347,12 +366,29 @@ impl WriterTask {
                 }
                 Job::Sync => Ok(ops::Outcome::None),
                 Job::Mutate(op) => {
+                    working(&mut next);
+                    let Some(snap) = next.as_mut() else {
+                        return Err(WriteError::Unavailable("no working snapshot".into()));
+                    };
                     tx.savepoint().await.map_err(unavailable)?;
-                    match ops::apply(&mut *tx, *op, &ctx).await {
+                    let outcome = {
+                        let ctx = ops::Ctx {
+                            now,
+                            trust_domain: &self.config.trust_domain,
+                            key_wrap: &self.config.key_wrap,
+                            snap: &*snap,
+                            gov: &self.config.gov,
+                        };
+                        ops::apply(&mut *tx, *op, &ctx).await
+                    };
+                    match outcome {
                         Ok(applied) => {
                             tx.release_savepoint().await.map_err(unavailable)?;
                             drafts.extend(applied.drafts);
-                            effects.extend(applied.effect);
+                            for e in applied.effects {
+                                changed_here = true;
+                                snap.apply(e, now);
+                            }
                             Ok(applied.outcome)
                         }
                         // The store failed: the whole batch fails closed.
@@ -373,7 +409,7 @@ impl WriterTask {
             tx.append_records(&records).await.map_err(unavailable)?;
             tx.store_chain_head(&head).await.map_err(unavailable)?;
         }
-        if effects.len() > caught_up {
+        if changed_here {
             tx.notify_changed().await.map_err(unavailable)?;
         }
         if want_checkpoint && head.tree.size() > 0 {
@@ -390,49 +426,12 @@ impl WriterTask {
         if caught_up > 0 {
             self.metrics.synced_changes.inc_by(caught_up as u64);
         }
-        Ok((results, records, effects, head.tree.size()))
+        let next = next.filter(|_| caught_up > 0 || changed_here);
+        Ok((results, records, next, head.tree.size()))
     }
 
-    /// Applies committed effects to a new snapshot and swaps it in.
-    fn publish(&self, effects: Vec<Effect>) {
-        let mut next: Snapshot = (**self.snapshot.load()).clone();
-        for effect in effects {
-            match effect {
-                Effect::Identity(identity) => next.upsert_identity(*identity),
-                Effect::Policy { version, bundle } => {
-                    next.policy = bundle;
-                    next.policy_version = version;
-                }
-                Effect::KillSwitch(switch) => next.put_kill_switch(switch),
-                Effect::Revoked { jti, exp_ms } => {
-                    let now = self.clock.now_ms();
-                    let mut revoked: std::collections::HashMap<String, warrant_core::Millis> = next
-                        .revoked
-                        .iter()
-                        .filter(|(_, exp)| **exp > now)
-                        .map(|(j, e)| (j.clone(), *e))
-                        .collect();
-                    revoked.insert(jti, exp_ms);
-                    next.revoked = Arc::new(revoked);
-                }
-                Effect::SigningKeys(keys) => next.signing = keys,
-                Effect::Token(row) => {
-                    let mut tokens = (*next.tokens).clone();
-                    tokens.retain(|_, t| t.id != row.id);
-                    if row.revoked_ms.is_none() {
-                        tokens.insert(
-                            row.hash,
-                            TokenInfo {
-                                id: row.id.clone(),
-                                name: row.name.clone(),
-                                role: row.role.clone(),
-                            },
-                        );
-                    }
-                    next.tokens = Arc::new(tokens);
-                }
-            }
-        }
+    /// Swaps in the next snapshot (after its changes committed).
+    fn publish(&self, next: Snapshot) {
         self.metrics.identities.set(next.principals.len() as i64);
         self.snapshot.store(Arc::new(next));
     }

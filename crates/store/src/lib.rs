@@ -63,6 +63,37 @@ pub struct TokenRow {
     pub role: String,
     pub created_ms: Millis,
     pub revoked_ms: Option<Millis>,
+    /// The named human the token belongs to, if any.
+    pub human: Option<String>,
+}
+
+/// A governance object as stored (an AI capability, a proposal, a role, a resource, a
+/// tier-policy version, a webhook delivery, ...): the body is the object's JSON (the
+/// server owns its shape); the other columns are what objects are looked up by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRow {
+    /// What the object is (`capability`, `proposal`, ...); `(kind, id)` is unique.
+    pub kind: String,
+    /// Time-sortable: id order is creation order.
+    pub id: String,
+    /// Kind-specific state (`pending`, `executed`, ...), for filtering.
+    pub state: String,
+    pub body: String,
+    /// When a timer on this object fires (`None`: no timer).
+    pub due_ms: Option<Millis>,
+    pub created_ms: Millis,
+    pub updated_ms: Millis,
+}
+
+/// Which objects to list: one kind, optionally one state, ordered by id, after a cursor.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectFilter {
+    pub kind: String,
+    pub state: Option<String>,
+    /// Return objects whose id sorts after this one (keyset pagination).
+    pub after_id: Option<String>,
+    /// At most this many; 0 means no limit.
+    pub limit: u32,
 }
 
 /// A change recorded in the audit log (any record but a decision): what another replica
@@ -115,6 +146,14 @@ pub struct RevokedToken {
     pub jti: String,
     pub exp_ms: Millis,
     pub revoked_ms: Millis,
+}
+
+/// A client assertion's `jti`, recorded as used (kept until the assertion expires).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsedAssertion {
+    pub client_id: String,
+    pub jti: String,
+    pub exp_ms: Millis,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -181,6 +220,27 @@ pub trait Store: Send + Sync + 'static {
     async fn revoked_tokens(&self, now_ms: Millis) -> Result<Vec<RevokedToken>>;
     /// Kill switches, newest first; released ones only when asked for.
     async fn kill_switches(&self, include_released: bool) -> Result<Vec<KillSwitch>>;
+    /// The keys of every identity (revoked ones included), by identity id, then oldest
+    /// first (to copy a store).
+    async fn all_identity_keys(&self) -> Result<Vec<IdentityKeyRow>>;
+    /// Every stored revocation, also of tokens that expired and are not purged yet, oldest
+    /// first (to copy a store; [`Store::revoked_tokens`] leaves the expired ones out).
+    async fn all_revoked_tokens(&self) -> Result<Vec<RevokedToken>>;
+    /// Every client assertion recorded as used and not purged yet, by client id and `jti`
+    /// (to copy a store).
+    async fn used_assertions(&self) -> Result<Vec<UsedAssertion>>;
+
+    /// One governance object.
+    async fn get_object(&self, kind: &str, id: &str) -> Result<Option<ObjectRow>>;
+    /// Objects of one kind (and state, if given), by id ascending, after the cursor.
+    async fn list_objects(&self, filter: &ObjectFilter) -> Result<Vec<ObjectRow>>;
+    /// Every object of one kind, by id ascending (to load the server's state at start-up).
+    async fn all_objects(&self, kind: &str) -> Result<Vec<ObjectRow>>;
+    /// Every object of every kind, by kind, then id (to copy a store).
+    async fn all_objects_any_kind(&self) -> Result<Vec<ObjectRow>>;
+    /// Objects of any kind whose timer is due (`due_ms <= now_ms`), by `due_ms`, then
+    /// kind and id; at most `limit` (0: no limit). Objects without a timer never are.
+    async fn due_objects(&self, now_ms: Millis, limit: u32) -> Result<Vec<ObjectRow>>;
 
     /// True when several replicas may share this store (their changes must be picked up).
     fn shared(&self) -> bool;
@@ -266,6 +326,16 @@ pub trait WriteTx: Send {
     async fn update_kill_switch(&mut self, switch: &KillSwitch) -> Result<()>;
     /// Deletes used assertions and revocations of tokens that expired before `before_ms`.
     async fn purge_expired(&mut self, before_ms: Millis) -> Result<u64>;
+
+    /// One governance object, as this transaction sees it.
+    async fn get_object(&mut self, kind: &str, id: &str) -> Result<Option<ObjectRow>>;
+    /// Stores an object, new or changed (by `(kind, id)`); a changed one keeps its
+    /// original `created_ms`. Text with a NUL character is refused (`Corrupt`): no
+    /// backend stores it alike.
+    async fn put_object(&mut self, row: &ObjectRow) -> Result<()>;
+    /// Stores a new object; `Conflict` if one with this `(kind, id)` exists. NUL
+    /// characters are refused as by [`WriteTx::put_object`].
+    async fn insert_object(&mut self, row: &ObjectRow) -> Result<()>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -195,6 +195,14 @@ pub(crate) fn revoked_from_row(row: &impl RowExt) -> Result<crate::RevokedToken>
     })
 }
 
+pub(crate) fn used_assertion_from_row(row: &impl RowExt) -> Result<crate::UsedAssertion> {
+    Ok(crate::UsedAssertion {
+        client_id: row.text("client_id")?,
+        jti: row.text("jti")?,
+        exp_ms: row.int("exp_ms")?,
+    })
+}
+
 pub(crate) fn kill_switch_from_row(row: &impl RowExt) -> Result<KillSwitch> {
     let kind = row.text("kind")?;
     let value = row.opt_text("value")?;
@@ -220,8 +228,44 @@ pub(crate) fn token_from_row(row: &impl RowExt) -> Result<TokenRow> {
         role: row.text("role")?,
         created_ms: row.int("created_ms")?,
         revoked_ms: row.opt_int("revoked_ms")?,
+        human: row.opt_text("human")?,
     })
 }
+
+pub(crate) fn object_from_row(row: &impl RowExt) -> Result<crate::ObjectRow> {
+    Ok(crate::ObjectRow {
+        kind: row.text("kind")?,
+        id: row.text("id")?,
+        state: row.text("state")?,
+        body: row.text("body")?,
+        due_ms: row.opt_int("due_ms")?,
+        created_ms: row.int("created_ms")?,
+        updated_ms: row.int("updated_ms")?,
+    })
+}
+
+/// Refuses a governance object whose text no backend can hold alike (PostgreSQL refuses
+/// NUL characters, SQLite would store them): the same error on both, before any SQL.
+pub(crate) fn check_object(o: &crate::ObjectRow) -> Result<()> {
+    if [&o.kind, &o.id, &o.state, &o.body]
+        .into_iter()
+        .any(|v| has_nul(v))
+    {
+        return Err(corrupt(format!(
+            "object {:?}/{:?} contains a NUL character",
+            o.kind, o.id
+        )));
+    }
+    Ok(())
+}
+
+/// Stores a new governance object; [`impl_write_tx!`] binds the columns in this order.
+pub(crate) const INSERT_OBJECT: &str = "INSERT INTO gov_objects (kind, id, state, body, due_ms, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// [`INSERT_OBJECT`], or an update of the object with that `(kind, id)` (its
+/// `created_ms` stays).
+pub(crate) const PUT_OBJECT: &str = "INSERT INTO gov_objects (kind, id, state, body, due_ms, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (kind, id) DO UPDATE SET state = excluded.state, body = excluded.body, due_ms = excluded.due_ms, updated_ms = excluded.updated_ms";
 
 pub(crate) fn change_from_row(row: &impl RowExt) -> Result<crate::ChangeRef> {
     Ok(crate::ChangeRef {
@@ -547,6 +591,112 @@ macro_rules! impl_store {
                     .decode_with($crate::sql::kill_switch_from_row)
             }
 
+            async fn all_identity_keys(&self) -> $crate::Result<Vec<$crate::IdentityKeyRow>> {
+                sqlx::query("SELECT * FROM identity_keys ORDER BY identity_id, added_ms, kid")
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::identity_key_from_row)
+            }
+
+            async fn all_revoked_tokens(&self) -> $crate::Result<Vec<$crate::RevokedToken>> {
+                sqlx::query("SELECT * FROM revoked_tokens ORDER BY revoked_ms, jti")
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::revoked_from_row)
+            }
+
+            async fn used_assertions(&self) -> $crate::Result<Vec<$crate::UsedAssertion>> {
+                sqlx::query("SELECT client_id, jti, exp_ms FROM used_assertions ORDER BY client_id, jti")
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::used_assertion_from_row)
+            }
+
+            async fn get_object(
+                &self,
+                kind: &str,
+                id: &str,
+            ) -> $crate::Result<Option<$crate::ObjectRow>> {
+                if $crate::sql::has_nul(kind) || $crate::sql::has_nul(id) {
+                    return Ok(None);
+                }
+                sqlx::query("SELECT * FROM gov_objects WHERE kind = $1 AND id = $2")
+                    .bind(kind)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .decode_with($crate::sql::object_from_row)
+            }
+
+            async fn list_objects(
+                &self,
+                f: &$crate::ObjectFilter,
+            ) -> $crate::Result<Vec<$crate::ObjectRow>> {
+                if [Some(&f.kind), f.state.as_ref(), f.after_id.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|v| $crate::sql::has_nul(v))
+                {
+                    return Ok(vec![]);
+                }
+                // Served by `gov_objects_state` with a state, by the primary key without.
+                let mut q =
+                    sqlx::QueryBuilder::<$db>::new("SELECT * FROM gov_objects WHERE kind = ");
+                q.push_bind(f.kind.as_str());
+                if let Some(v) = &f.state {
+                    q.push(" AND state = ").push_bind(v.as_str());
+                }
+                if let Some(v) = &f.after_id {
+                    q.push(" AND id > ").push_bind(v.as_str());
+                }
+                q.push(" ORDER BY id");
+                if f.limit > 0 {
+                    q.push(" LIMIT ").push_bind(i64::from(f.limit));
+                }
+                q.build()
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::object_from_row)
+            }
+
+            async fn all_objects(&self, kind: &str) -> $crate::Result<Vec<$crate::ObjectRow>> {
+                if $crate::sql::has_nul(kind) {
+                    return Ok(vec![]);
+                }
+                sqlx::query("SELECT * FROM gov_objects WHERE kind = $1 ORDER BY id")
+                    .bind(kind)
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::object_from_row)
+            }
+
+            async fn all_objects_any_kind(&self) -> $crate::Result<Vec<$crate::ObjectRow>> {
+                sqlx::query("SELECT * FROM gov_objects ORDER BY kind, id")
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::object_from_row)
+            }
+
+            async fn due_objects(
+                &self,
+                now_ms: warrant_core::Millis,
+                limit: u32,
+            ) -> $crate::Result<Vec<$crate::ObjectRow>> {
+                // Served by the partial index `gov_objects_due` (objects with a timer).
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT * FROM gov_objects WHERE due_ms IS NOT NULL AND due_ms <= ",
+                );
+                q.push_bind(now_ms);
+                q.push(" ORDER BY due_ms, kind, id");
+                if limit > 0 {
+                    q.push(" LIMIT ").push_bind(i64::from(limit));
+                }
+                q.build()
+                    .fetch_all(&self.pool)
+                    .await
+                    .decode_with($crate::sql::object_from_row)
+            }
+
             async fn meta(&self, key: &str) -> $crate::Result<Option<String>> {
                 sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
                     .bind(key)
@@ -863,6 +1013,54 @@ macro_rules! impl_write_tx {
                 Ok(a.rows_affected() + b.rows_affected())
             }
 
+            async fn get_object(
+                &mut self,
+                kind: &str,
+                id: &str,
+            ) -> $crate::Result<Option<$crate::ObjectRow>> {
+                if $crate::sql::has_nul(kind) || $crate::sql::has_nul(id) {
+                    return Ok(None);
+                }
+                sqlx::query("SELECT * FROM gov_objects WHERE kind = $1 AND id = $2")
+                    .bind(kind)
+                    .bind(id)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .decode_with($crate::sql::object_from_row)
+            }
+
+            async fn put_object(&mut self, o: &$crate::ObjectRow) -> $crate::Result<()> {
+                $crate::sql::check_object(o)?;
+                sqlx::query($crate::sql::PUT_OBJECT)
+                    .bind(&o.kind)
+                    .bind(&o.id)
+                    .bind(&o.state)
+                    .bind(&o.body)
+                    .bind(o.due_ms)
+                    .bind(o.created_ms)
+                    .bind(o.updated_ms)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err($crate::sql::db_error)?;
+                Ok(())
+            }
+
+            async fn insert_object(&mut self, o: &$crate::ObjectRow) -> $crate::Result<()> {
+                $crate::sql::check_object(o)?;
+                sqlx::query($crate::sql::INSERT_OBJECT)
+                    .bind(&o.kind)
+                    .bind(&o.id)
+                    .bind(&o.state)
+                    .bind(&o.body)
+                    .bind(o.due_ms)
+                    .bind(o.created_ms)
+                    .bind(o.updated_ms)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err($crate::sql::db_error)?;
+                Ok(())
+            }
+
             async fn get_identity(&mut self, id: &str) -> $crate::Result<Option<Identity>> {
                 if $crate::sql::has_nul(id) {
                     return Ok(None);
@@ -935,8 +1133,8 @@ macro_rules! impl_write_tx {
 
             async fn upsert_token(&mut self, t: &$crate::TokenRow) -> $crate::Result<()> {
                 sqlx::query(
-                    "INSERT INTO api_tokens (id, name, hash, role, created_ms, revoked_ms) VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, hash = excluded.hash, role = excluded.role, revoked_ms = excluded.revoked_ms",
+                    "INSERT INTO api_tokens (id, name, hash, role, created_ms, revoked_ms, human) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, hash = excluded.hash, role = excluded.role, revoked_ms = excluded.revoked_ms, human = excluded.human",
                 )
                 .bind(&t.id)
                 .bind(&t.name)
@@ -944,6 +1142,7 @@ macro_rules! impl_write_tx {
                 .bind(&t.role)
                 .bind(t.created_ms)
                 .bind(t.revoked_ms)
+                .bind(&t.human)
                 .execute(&mut *self.tx)
                 .await
                 .map_err($crate::sql::db_error)?;

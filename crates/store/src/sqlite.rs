@@ -91,6 +91,24 @@ impl SqliteStore {
             pool,
         })
     }
+
+    /// The schema versions (migrations) applied to this database, ascending. Only reads:
+    /// for a database opened with [`SqliteStore::open_read_only`], which is not migrated.
+    pub async fn applied_schema_versions(&self) -> Result<Vec<i64>> {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)
+    }
+
+    /// The schema versions this build migrates a database to, ascending.
+    pub fn schema_versions() -> Vec<i64> {
+        MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| m.version)
+            .collect()
+    }
 }
 
 impl_store!(SqliteStore, Sqlite, SqliteTx, {

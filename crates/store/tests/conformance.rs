@@ -27,7 +27,9 @@ use warrant_core::identity::{Identity, NewIdentity, Transition};
 use warrant_core::verify::ChainVerifier;
 use warrant_store::postgres::PostgresStore;
 use warrant_store::sqlite::{Durability, SqliteStore};
-use warrant_store::{AuditFilter, IdentityFilter, Store, StoreError, TokenRow, Unique};
+use warrant_store::{
+    AuditFilter, IdentityFilter, ObjectFilter, ObjectRow, Store, StoreError, TokenRow, Unique,
+};
 
 // ---------------------------------------------------------------------------------------
 // Backends
@@ -177,6 +179,14 @@ conformance!(
     transactions_read_their_own_writes,
     init_meta_keeps_the_first_value,
     credentials_round_trip,
+    objects_round_trip_and_upsert_keeps_created,
+    insert_object_refuses_an_existing_one,
+    objects_list_by_kind_and_state_with_cursor,
+    due_objects_in_due_order,
+    objects_roll_back_with_their_transaction,
+    objects_with_nul_find_nothing_and_are_refused,
+    token_human_round_trip,
+    whole_tables_read_every_row,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -545,6 +555,7 @@ async fn checkpoints_policies_tokens_meta(b: Backend) {
         role: "admin".into(),
         created_ms: 1,
         revoked_ms: None,
+        human: None,
     };
     tx.upsert_token(&token).await.unwrap();
     tx.upsert_token(&TokenRow {
@@ -655,6 +666,7 @@ async fn token_hash_is_unique(b: Backend) {
         role: "admin".into(),
         created_ms: 1,
         revoked_ms: None,
+        human: None,
     };
     let mut tx = store.begin_write().await.unwrap();
     tx.upsert_token(&token("tok_1")).await.unwrap();
@@ -793,6 +805,7 @@ async fn transactions_read_their_own_writes(b: Backend) {
         role: "admin".into(),
         created_ms: 1,
         revoked_ms: None,
+        human: None,
     };
     let mut tx = store.begin_write().await.unwrap();
     assert_eq!(tx.current_policy().await.unwrap(), None);
@@ -969,8 +982,546 @@ async fn init_meta_keeps_the_first_value(b: Backend) {
     );
 }
 
+fn object(kind: &str, id: &str, state: &str, due_ms: Option<i64>) -> ObjectRow {
+    ObjectRow {
+        kind: kind.into(),
+        id: id.into(),
+        state: state.into(),
+        body: format!(r#"{{"id":"{id}","state":"{state}"}}"#),
+        due_ms,
+        created_ms: 100,
+        updated_ms: 100,
+    }
+}
+
+/// Stores `objects` in one committed write transaction.
+async fn put_objects(store: &dyn Store, objects: &[ObjectRow]) {
+    let mut tx = store.begin_write().await.unwrap();
+    for o in objects {
+        tx.put_object(o).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn objects_round_trip_and_upsert_keeps_created(b: Backend) {
+    let store = b.store;
+    let p = object("proposal", "prp_1", "pending", Some(5_000));
+    assert_eq!(store.get_object("proposal", "prp_1").await.unwrap(), None);
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.get_object("proposal", "prp_1").await.unwrap(), None);
+    tx.put_object(&p).await.unwrap();
+    // The transaction reads its own write.
+    assert_eq!(
+        tx.get_object("proposal", "prp_1").await.unwrap(),
+        Some(p.clone())
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.get_object("proposal", "prp_1").await.unwrap(),
+        Some(p.clone())
+    );
+    // (kind, id) is the key: the same id under another kind is another object.
+    assert_eq!(store.get_object("role", "prp_1").await.unwrap(), None);
+
+    // An update changes state, body, timer and updated_ms, and keeps created_ms.
+    let changed = ObjectRow {
+        state: "executed".into(),
+        body: r#"{"id":"prp_1","state":"executed","by":"bob"}"#.into(),
+        due_ms: None,
+        created_ms: 999,
+        updated_ms: 200,
+        ..p.clone()
+    };
+    put_objects(&*store, std::slice::from_ref(&changed)).await;
+    assert_eq!(
+        store.get_object("proposal", "prp_1").await.unwrap(),
+        Some(ObjectRow {
+            created_ms: 100,
+            ..changed.clone()
+        })
+    );
+    // And a timer can be set again.
+    let timed = ObjectRow {
+        due_ms: Some(i64::MAX),
+        updated_ms: 300,
+        ..changed
+    };
+    put_objects(&*store, std::slice::from_ref(&timed)).await;
+    let stored = store
+        .get_object("proposal", "prp_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.due_ms, stored.created_ms), (Some(i64::MAX), 100));
+    assert_eq!(store.all_objects("proposal").await.unwrap(), [stored]);
+    assert!(store.all_objects("role").await.unwrap().is_empty());
+}
+
+async fn insert_object_refuses_an_existing_one(b: Backend) {
+    let store = b.store;
+    let r = object("role", "rol_1", "active", None);
+    let mut tx = store.begin_write().await.unwrap();
+    tx.insert_object(&r).await.unwrap();
+    // A refused insert behind a savepoint leaves the transaction usable (PostgreSQL).
+    tx.savepoint().await.unwrap();
+    match tx
+        .insert_object(&ObjectRow {
+            body: "{}".into(),
+            ..r.clone()
+        })
+        .await
+    {
+        Err(StoreError::Conflict(Unique::Other(_))) => {}
+        other => panic!("expected a conflict on (kind, id), got {other:?}"),
+    }
+    tx.rollback_to_savepoint().await.unwrap();
+    // The same id under another kind is no conflict.
+    tx.insert_object(&object("resource", "rol_1", "active", None))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.get_object("role", "rol_1").await.unwrap(), Some(r));
+    assert!(store
+        .get_object("resource", "rol_1")
+        .await
+        .unwrap()
+        .is_some());
+    // Committed: a later transaction is refused too.
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(matches!(
+        tx.insert_object(&object("role", "rol_1", "x", None)).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn objects_list_by_kind_and_state_with_cursor(b: Backend) {
+    let store = b.store;
+    // Stored out of order: listing is by id.
+    put_objects(
+        &*store,
+        &[
+            object("capability", "cap_3", "active", None),
+            object("capability", "cap_1", "active", None),
+            object("capability", "cap_2", "retired", None),
+            object("capability", "cap_5", "active", None),
+            object("capability", "cap_4", "active", None),
+            object("proposal", "cap_0", "active", None),
+        ],
+    )
+    .await;
+    let ids = |rows: Vec<ObjectRow>| rows.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    let list = |state: Option<&str>, after: Option<&str>, limit: u32| {
+        let store = store.clone();
+        let filter = ObjectFilter {
+            kind: "capability".into(),
+            state: state.map(Into::into),
+            after_id: after.map(Into::into),
+            limit,
+        };
+        async move { ids(store.list_objects(&filter).await.unwrap()) }
+    };
+    // limit 0: all of them.
+    assert_eq!(
+        list(None, None, 0).await,
+        ["cap_1", "cap_2", "cap_3", "cap_4", "cap_5"]
+    );
+    assert_eq!(list(None, None, 2).await, ["cap_1", "cap_2"]);
+    assert_eq!(list(None, Some("cap_2"), 2).await, ["cap_3", "cap_4"]);
+    assert_eq!(list(None, Some("cap_4"), 2).await, ["cap_5"]);
+    assert!(list(None, Some("cap_5"), 2).await.is_empty());
+    assert_eq!(
+        list(Some("active"), None, 0).await,
+        ["cap_1", "cap_3", "cap_4", "cap_5"]
+    );
+    assert_eq!(
+        list(Some("active"), Some("cap_1"), 2).await,
+        ["cap_3", "cap_4"]
+    );
+    assert_eq!(list(Some("retired"), None, 10).await, ["cap_2"]);
+    assert!(list(Some("pending"), None, 10).await.is_empty());
+    assert_eq!(
+        ids(store.all_objects("capability").await.unwrap()),
+        ["cap_1", "cap_2", "cap_3", "cap_4", "cap_5"]
+    );
+    assert_eq!(ids(store.all_objects("proposal").await.unwrap()), ["cap_0"]);
+    let none = store
+        .list_objects(&ObjectFilter {
+            kind: "nothing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+async fn due_objects_in_due_order(b: Backend) {
+    let store = b.store;
+    put_objects(
+        &*store,
+        &[
+            object("proposal", "prp_2", "pending", Some(300)),
+            object("proposal", "prp_1", "pending", Some(200)),
+            object("delivery", "dlv_1", "retrying", Some(200)),
+            object("delivery", "dlv_0", "retrying", Some(500)),
+            object("role", "rol_1", "active", None),
+            object("proposal", "prp_neg", "pending", Some(-5)),
+        ],
+    )
+    .await;
+    let due = |now: i64, limit: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .due_objects(now, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.kind, o.id))
+                .collect::<Vec<_>>()
+        }
+    };
+    let pair = |k: &str, i: &str| (k.to_owned(), i.to_owned());
+    assert_eq!(due(-6, 0).await, []);
+    assert_eq!(due(-5, 0).await, [pair("proposal", "prp_neg")]);
+    // Equal due times: by kind, then id. due_ms == now is due.
+    assert_eq!(
+        due(300, 0).await,
+        [
+            pair("proposal", "prp_neg"),
+            pair("delivery", "dlv_1"),
+            pair("proposal", "prp_1"),
+            pair("proposal", "prp_2"),
+        ]
+    );
+    assert_eq!(
+        due(300, 2).await,
+        [pair("proposal", "prp_neg"), pair("delivery", "dlv_1")]
+    );
+    // An object without a timer is never due, however late it is.
+    let all = due(i64::MAX, 0).await;
+    assert_eq!(all.len(), 5);
+    assert!(!all.contains(&pair("role", "rol_1")));
+    // Clearing a timer takes the object off the list.
+    let mut tx = store.begin_write().await.unwrap();
+    let mut p = tx.get_object("proposal", "prp_1").await.unwrap().unwrap();
+    p.due_ms = None;
+    p.state = "executed".into();
+    tx.put_object(&p).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!due(i64::MAX, 0).await.contains(&pair("proposal", "prp_1")));
+}
+
+async fn objects_roll_back_with_their_transaction(b: Backend) {
+    let store = b.store;
+    let kept = object("proposal", "prp_1", "pending", Some(10));
+    // A savepoint rolled back discards the put (and the update) made after it.
+    let mut tx = store.begin_write().await.unwrap();
+    tx.put_object(&kept).await.unwrap();
+    tx.savepoint().await.unwrap();
+    tx.put_object(&object("proposal", "prp_2", "pending", Some(10)))
+        .await
+        .unwrap();
+    tx.put_object(&ObjectRow {
+        state: "rejected".into(),
+        ..kept.clone()
+    })
+    .await
+    .unwrap();
+    tx.rollback_to_savepoint().await.unwrap();
+    assert_eq!(tx.get_object("proposal", "prp_2").await.unwrap(), None);
+    assert_eq!(
+        tx.get_object("proposal", "prp_1").await.unwrap(),
+        Some(kept.clone())
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.all_objects("proposal").await.unwrap(),
+        std::slice::from_ref(&kept)
+    );
+    // A whole transaction dropped without commit discards its puts.
+    let mut tx = store.begin_write().await.unwrap();
+    tx.put_object(&object("proposal", "prp_3", "pending", None))
+        .await
+        .unwrap();
+    tx.put_object(&ObjectRow {
+        state: "executed".into(),
+        ..kept.clone()
+    })
+    .await
+    .unwrap();
+    drop(tx);
+    assert_eq!(store.all_objects("proposal").await.unwrap(), [kept]);
+    assert_eq!(store.due_objects(10, 0).await.unwrap().len(), 1);
+}
+
+async fn objects_with_nul_find_nothing_and_are_refused(b: Backend) {
+    let store = b.store;
+    put_objects(&*store, &[object("role", "rol_1", "active", None)]).await;
+    // Text no backend can hold finds nothing, on both alike.
+    assert_eq!(store.get_object("role", "rol_\0").await.unwrap(), None);
+    assert_eq!(store.get_object("role\0", "rol_1").await.unwrap(), None);
+    assert!(store.all_objects("role\0").await.unwrap().is_empty());
+    for filter in [
+        ObjectFilter {
+            kind: "role\0".into(),
+            ..Default::default()
+        },
+        ObjectFilter {
+            kind: "role".into(),
+            state: Some("active\0".into()),
+            ..Default::default()
+        },
+        ObjectFilter {
+            kind: "role".into(),
+            after_id: Some("\0".into()),
+            ..Default::default()
+        },
+    ] {
+        assert!(store.list_objects(&filter).await.unwrap().is_empty());
+    }
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.get_object("role", "\0").await.unwrap(), None);
+    // Writing it is refused the same way on both, before any SQL: the transaction
+    // stays usable (no savepoint needed).
+    let bad = object("role", "rol_\0", "active", None);
+    assert!(matches!(
+        tx.put_object(&bad).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        tx.insert_object(&ObjectRow {
+            id: "rol_2".into(),
+            body: "{\"a\":\"\0\"}".into(),
+            ..bad.clone()
+        })
+        .await,
+        Err(StoreError::Corrupt(_))
+    ));
+    tx.put_object(&object("role", "rol_2", "active", None))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.all_objects("role").await.unwrap().len(), 2);
+}
+
+async fn token_human_round_trip(b: Backend) {
+    let store = b.store;
+    let token = TokenRow {
+        id: "tok_h".into(),
+        name: "alice's token".into(),
+        hash: [4; 32],
+        role: "operator".into(),
+        created_ms: 1,
+        revoked_ms: None,
+        human: Some("alice@example.com".into()),
+    };
+    let anonymous = TokenRow {
+        id: "tok_n".into(),
+        hash: [5; 32],
+        created_ms: 2,
+        human: None,
+        ..token.clone()
+    };
+    let mut tx = store.begin_write().await.unwrap();
+    tx.upsert_token(&token).await.unwrap();
+    tx.upsert_token(&anonymous).await.unwrap();
+    assert_eq!(tx.get_token("tok_h").await.unwrap(), Some(token.clone()));
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.tokens().await.unwrap(),
+        [token.clone(), anonymous.clone()]
+    );
+    // An upsert changes (or clears) the human too.
+    let reassigned = TokenRow {
+        human: Some("bob@example.com".into()),
+        ..token.clone()
+    };
+    let cleared = TokenRow {
+        revoked_ms: Some(9),
+        human: None,
+        ..token
+    };
+    let mut tx = store.begin_write().await.unwrap();
+    tx.upsert_token(&reassigned).await.unwrap();
+    assert_eq!(tx.get_token("tok_h").await.unwrap(), Some(reassigned));
+    tx.upsert_token(&cleared).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.tokens().await.unwrap(), [cleared, anonymous]);
+}
+
+/// What a copy of a store reads (`migrate-store`): every row of the credential and object
+/// tables, also those the filtered reads leave out (expired revocations, released kill
+/// switches, revoked keys), in a stable order, and what it writes them with keeps every
+/// field.
+async fn whole_tables_read_every_row(b: Backend) {
+    use warrant_core::credentials::{KillSwitch, KillTarget};
+    use warrant_store::{IdentityKeyRow, RevokedToken, UsedAssertion};
+    let store = b.store;
+    assert!(store.all_identity_keys().await.unwrap().is_empty());
+    assert!(store.all_revoked_tokens().await.unwrap().is_empty());
+    assert!(store.used_assertions().await.unwrap().is_empty());
+    assert!(store.all_objects_any_kind().await.unwrap().is_empty());
+
+    let key = |identity: &str, kid: &str, added_ms, revoked_ms| IdentityKeyRow {
+        identity_id: identity.into(),
+        kid: kid.into(),
+        jwk: format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{kid}"}}"#),
+        added_ms,
+        revoked_ms,
+    };
+    let keys = [
+        key("idn_a", "k2", 10, None),
+        key("idn_a", "k1", 20, Some(30)),
+        key("idn_b", "k1", 5, None),
+    ];
+    let revoked = [
+        RevokedToken {
+            jti: "at_live".into(),
+            exp_ms: 10_000,
+            revoked_ms: 40,
+        },
+        RevokedToken {
+            jti: "at_expired".into(),
+            exp_ms: 60,
+            revoked_ms: 50,
+        },
+    ];
+    let used = [
+        UsedAssertion {
+            client_id: "idn_a".into(),
+            jti: "j1".into(),
+            exp_ms: 100,
+        },
+        UsedAssertion {
+            client_id: "idn_a".into(),
+            jti: "j2".into(),
+            exp_ms: 5,
+        },
+        UsedAssertion {
+            client_id: "idn_b".into(),
+            jti: "j1".into(),
+            exp_ms: 100,
+        },
+    ];
+    let objects = [
+        object("role", "rol_2", "active", None),
+        object("capability", "cap_1", "accepted", None),
+        object("proposal", "prp_1", "pending", Some(5_000)),
+        object("role", "rol_1", "retired", None),
+    ];
+    let mut tx = store.begin_write().await.unwrap();
+    // Inserted out of order: the reads order them.
+    for k in keys.iter().rev() {
+        tx.insert_identity_key(k).await.unwrap();
+    }
+    for r in &revoked {
+        assert!(tx.revoke_token(r).await.unwrap());
+    }
+    for u in used.iter().rev() {
+        assert!(tx
+            .use_assertion(&u.client_id, &u.jti, u.exp_ms)
+            .await
+            .unwrap());
+    }
+    for o in &objects {
+        tx.insert_object(o).await.unwrap();
+    }
+    let engaged = KillSwitch {
+        id: "ks_1".into(),
+        target: KillTarget::Identity("idn_a".into()),
+        engaged_ms: 20,
+        engaged_by: "admin:t".into(),
+        reason: "incident 7".into(),
+        released_ms: None,
+        released_by: None,
+        release_reason: None,
+    };
+    // A released switch is inserted as it is (what a copy does).
+    let released = KillSwitch {
+        id: "ks_2".into(),
+        target: KillTarget::Environment("prod".into()),
+        engaged_ms: 10,
+        released_ms: Some(15),
+        released_by: Some("admin:u".into()),
+        release_reason: Some("resolved".into()),
+        ..engaged.clone()
+    };
+    tx.insert_kill_switch(&engaged).await.unwrap();
+    tx.insert_kill_switch(&released).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(
+        store.all_identity_keys().await.unwrap(),
+        [keys[0].clone(), keys[1].clone(), keys[2].clone()]
+    );
+    // Oldest revocation first, the expired one included (the filtered read leaves it out).
+    assert_eq!(
+        store.all_revoked_tokens().await.unwrap(),
+        [revoked[0].clone(), revoked[1].clone()]
+    );
+    assert_eq!(
+        store.revoked_tokens(100).await.unwrap(),
+        [revoked[0].clone()]
+    );
+    assert_eq!(store.used_assertions().await.unwrap(), used);
+    assert_eq!(
+        store.all_objects_any_kind().await.unwrap(),
+        [
+            objects[1].clone(),
+            objects[2].clone(),
+            objects[3].clone(),
+            objects[0].clone()
+        ]
+    );
+    assert_eq!(
+        store.kill_switches(true).await.unwrap(),
+        [engaged.clone(), released]
+    );
+    assert_eq!(store.kill_switches(false).await.unwrap(), [engaged]);
+
+    // Purged rows are gone from the whole-table reads too.
+    let mut tx = store.begin_write().await.unwrap();
+    assert_eq!(tx.purge_expired(61).await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.all_revoked_tokens().await.unwrap(),
+        [revoked[0].clone()]
+    );
+    assert_eq!(
+        store.used_assertions().await.unwrap(),
+        [used[0].clone(), used[2].clone()]
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // SQLite only
+
+/// A database opened read-only (not migrated) tells which schema versions it has, so an
+/// offline tool can refuse one older or newer than itself.
+#[tokio::test]
+async fn sqlite_reports_its_applied_schema_versions() {
+    let b = Backend::sqlite().await;
+    let Raw::Sqlite(path) = &b.raw else {
+        unreachable!()
+    };
+    let known = SqliteStore::schema_versions();
+    assert!(
+        known.len() >= 4 && known.windows(2).all(|w| w[0] < w[1]),
+        "{known:?}"
+    );
+    let ro = SqliteStore::open_read_only(path).await.unwrap();
+    assert_eq!(ro.applied_schema_versions().await.unwrap(), known);
+    b.raw_exec(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ro.applied_schema_versions().await.unwrap(),
+        known[..known.len() - 1]
+    );
+    ro.close().await;
+}
 
 /// One process owns an SQLite store: nothing to watch, and it always runs the jobs.
 #[tokio::test]

@@ -6,13 +6,19 @@
 
 use super::harness::*;
 use super::pg::fresh_database;
-use serde_json::Value;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::rand::SecureRandom;
+use serde_json::{json, Value};
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, Row};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
 use warrant_client::Client;
+use warrant_store::sqlite::{Durability, SqliteStore};
+use warrant_store::{ObjectRow, Store};
 
 const PASSWORD: &str = "Sup3rS3cretPw";
 
@@ -181,9 +187,9 @@ async fn sqlite(dir: &Path) -> SqliteConnection {
         .expect("open source")
 }
 
-/// Every row of the tables that are copied, as text (each value tagged by its column),
-/// in a stable order: comparable across SQLite and PostgreSQL.
-const DUMP: [(&str, &str); 5] = [
+/// Every row of the tables that are copied, as text (each value tagged by its column):
+/// comparable across SQLite and PostgreSQL once sorted.
+const DUMP: [(&str, &str); 11] = [
     (
         "identities",
         "SELECT id, name, kind, environment, spiffe_id, owner, description, state, roles, entitlements, created_ms, updated_ms, last_used_ms FROM identities ORDER BY id",
@@ -194,7 +200,7 @@ const DUMP: [(&str, &str); 5] = [
     ),
     (
         "api_tokens",
-        "SELECT id, name, hash, role, created_ms, revoked_ms FROM api_tokens ORDER BY id",
+        "SELECT id, name, hash, role, created_ms, revoked_ms, human FROM api_tokens ORDER BY id",
     ),
     (
         "checkpoints",
@@ -203,6 +209,30 @@ const DUMP: [(&str, &str); 5] = [
     (
         "meta",
         "SELECT key, value FROM meta WHERE key IN ('log_id', 'checkpoint_key_id') ORDER BY key",
+    ),
+    (
+        "identity_keys",
+        "SELECT identity_id, kid, jwk, added_ms, revoked_ms FROM identity_keys",
+    ),
+    (
+        "token_keys",
+        "SELECT kid, alg, public_jwk, wrapped_private, created_ms, retired_ms, unpublish_ms FROM token_keys",
+    ),
+    (
+        "revoked_tokens",
+        "SELECT jti, exp_ms, revoked_ms FROM revoked_tokens",
+    ),
+    (
+        "kill_switches",
+        "SELECT id, kind, value, engaged_ms, engaged_by, reason, released_ms, released_by, release_reason FROM kill_switches",
+    ),
+    (
+        "used_assertions",
+        "SELECT client_id, jti, exp_ms FROM used_assertions",
+    ),
+    (
+        "gov_objects",
+        "SELECT kind, id, state, body, due_ms, created_ms, updated_ms FROM gov_objects",
     ),
 ];
 
@@ -236,6 +266,7 @@ async fn dump_sqlite(dir: &Path) -> Vec<String> {
             out.push(format!("{table}: {}", cells.join(" | ")));
         }
     }
+    out.sort();
     out
 }
 
@@ -248,7 +279,16 @@ async fn dump_pg(url: &str) -> Vec<String> {
             out.push(format!("{table}: {}", cells.join(" | ")));
         }
     }
+    out.sort();
     out
+}
+
+/// The dumped rows of one table.
+fn rows_of<'a>(dump: &'a [String], table: &str) -> Vec<&'a str> {
+    let prefix = format!("{table}: ");
+    dump.iter()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect()
 }
 
 /// Row counts of every table a migration writes (the target is "unchanged" when equal).
@@ -262,6 +302,12 @@ async fn counts(url: &str) -> Vec<i64> {
         "api_tokens",
         "checkpoints",
         "meta",
+        "identity_keys",
+        "token_keys",
+        "revoked_tokens",
+        "kill_switches",
+        "used_assertions",
+        "gov_objects",
     ] {
         out.push(
             sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {t}"))
@@ -660,4 +706,440 @@ async fn refuses_a_source_whose_chain_does_not_verify() {
         "{:?}",
         counts(&url).await
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Agent credentials, kill switches and governance objects
+
+/// The issuer of both servers (the source's and the target's), so tokens issued before the
+/// migration are for the server after it.
+const ISSUER: &str = "https://warrant.migrate.test";
+const AUDIENCE: &str = "https://docs.example";
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Readers may hold `App:read`.
+const SCOPE_POLICY: &str = r#"
+@id("readers-hold-read")
+permit (principal in Warrant::Role::"reader", action == Warrant::Action::"request_scope",
+        resource == Warrant::Scope::"App:read");
+"#;
+
+fn with_issuer(mut extra_args: Vec<String>) -> Options {
+    extra_args.extend(["--issuer".to_owned(), ISSUER.to_owned()]);
+    Options {
+        extra_args,
+        ..Default::default()
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A fresh Ed25519 key: the private half for assertions, and the public JWK.
+fn ed25519_key() -> (EncodingKey, Value) {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let mut seed = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut seed).unwrap();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let der = sk.to_pkcs8_der().unwrap();
+    (
+        EncodingKey::from_ed_der(der.as_bytes()),
+        json!({"kty": "OKP", "crv": "Ed25519", "x": b64(sk.verifying_key().as_bytes())}),
+    )
+}
+
+/// A registered AI tool in `prod` with the `reader` role and an Ed25519 key.
+struct Agent {
+    id: String,
+    kid: String,
+    key: EncodingKey,
+}
+
+async fn register_agent(c: &Client, name: &str) -> Agent {
+    let id = create_identity(c, name, "prod", &["reader"]).await;
+    let (key, jwk) = ed25519_key();
+    let v = c
+        .post(&format!("/v1/identities/{id}/keys"), &json!({ "jwk": jwk }))
+        .await
+        .expect("add key");
+    Agent {
+        id,
+        kid: v["kid"].as_str().expect("kid").to_owned(),
+        key,
+    }
+}
+
+impl Agent {
+    /// A client assertion valid for four minutes (long enough to be replayed after the
+    /// migration).
+    fn assertion(&self) -> String {
+        let mut jti = [0u8; 12];
+        ring::rand::SystemRandom::new().fill(&mut jti).unwrap();
+        let now = now_s();
+        let claims = json!({
+            "iss": self.id, "sub": self.id, "aud": format!("{ISSUER}/oauth2/token"),
+            "iat": now, "exp": now + 240, "jti": b64(&jti),
+        });
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&h, &claims, &self.key).unwrap()
+    }
+}
+
+/// `POST /oauth2/token` (client credentials, `App:read` for [`AUDIENCE`]).
+async fn token_request(server: &Server, assertion: &str) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", server.url))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", assertion),
+            ("scope", "App:read"),
+            ("audience", AUDIENCE),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// A token for `a` (which must be granted).
+async fn issue_token(server: &Server, a: &Agent) -> String {
+    let (status, body) = token_request(server, &a.assertion()).await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// `POST /oauth2/{introspect,revoke}` with the admin token.
+async fn oauth_form(server: &Server, endpoint: &str, token: &str) -> Value {
+    let res = reqwest::Client::new()
+        .post(format!("{}/oauth2/{endpoint}", server.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200, "{endpoint}");
+    res.json().await.unwrap()
+}
+
+async fn fetch_jwks(server: &Server) -> Value {
+    reqwest::get(format!("{}/.well-known/jwks.json", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Verifies an access token as a resource service would: against the JWKS.
+async fn verify_as_resource_service(server: &Server, token: &str) -> Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let kid = header.kid.expect("kid");
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(fetch_jwks(server).await).unwrap();
+    let jwk = set.find(&kid).expect("the token's kid is in the JWKS");
+    let mut v = Validation::new(Algorithm::EdDSA);
+    v.set_issuer(&[ISSUER]);
+    v.set_audience(&[AUDIENCE]);
+    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &v)
+        .unwrap()
+        .claims
+}
+
+/// Governance objects, written straight into a stopped data directory's database (kinds of
+/// this test's own: the rows are copied verbatim whatever their kind, and a server ignores
+/// kinds it does not know).
+fn gov_objects() -> Vec<ObjectRow> {
+    let o = |kind: &str, id: &str, state: &str, due_ms: Option<i64>| ObjectRow {
+        kind: kind.into(),
+        id: id.into(),
+        state: state.into(),
+        body: json!({"id": id, "state": state, "note": "caf\u{e9} \"quoted\" \n line"}).to_string(),
+        due_ms,
+        created_ms: 1_700_000_000_000,
+        updated_ms: 1_700_000_000_500,
+    };
+    vec![
+        o("it_capability", "cap_01", "accepted", None),
+        o("it_proposal", "prp_01", "pending", Some(4_102_444_800_000)),
+        o("it_proposal", "prp_02", "executed", None),
+        o("it_role", "rol_01", "active", None),
+    ]
+}
+
+/// What a credentials source answered before it was migrated.
+struct CredentialsSource {
+    agent: Agent,
+    stopped: Agent,
+    /// Signed by the key before the rotation.
+    old_token: String,
+    /// Signed by the current key.
+    token: String,
+    revoked_token: String,
+    stopped_token: String,
+    /// An assertion the source consumed.
+    used_assertion: String,
+    current_kid: String,
+    jwks: Value,
+}
+
+/// A data directory with a workload key (and a revoked one), a rotated signing key, tokens
+/// (one revoked), an engaged kill switch and a released one, and governance objects.
+async fn credentials_source(dir: &Path) -> CredentialsSource {
+    let mut server = Server::start_with(dir, with_issuer(vec![]));
+    let c = server.client();
+    c.put_policy(Some(SCHEMA), &format!("{POLICIES}\n{SCOPE_POLICY}"), None)
+        .await
+        .expect("policy");
+    let agent = register_agent(&c, "mig-agent").await;
+    let stopped = register_agent(&c, "mig-stopped").await;
+    // A second key of the agent, revoked.
+    let (_, jwk) = ed25519_key();
+    let extra = c
+        .post(
+            &format!("/v1/identities/{}/keys", agent.id),
+            &json!({ "jwk": jwk }),
+        )
+        .await
+        .expect("add key");
+    c.request(
+        reqwest::Method::DELETE,
+        &format!(
+            "/v1/identities/{}/keys/{}",
+            agent.id,
+            extra["kid"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await
+    .expect("revoke key");
+
+    let old_token = issue_token(&server, &agent).await;
+    let rotated = c.post("/v1/keys/rotate", &json!({})).await.expect("rotate");
+    let current_kid = rotated["current"].as_str().unwrap().to_owned();
+    let used_assertion = agent.assertion();
+    let (status, body) = token_request(&server, &used_assertion).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let revoked_token = issue_token(&server, &agent).await;
+    oauth_form(&server, "revoke", &revoked_token).await;
+    let stopped_token = issue_token(&server, &stopped).await;
+
+    c.post(
+        "/v1/killswitches",
+        &json!({"target": {"kind": "identity", "value": stopped.id}, "reason": "incident 9"}),
+    )
+    .await
+    .expect("engage");
+    let released = c
+        .post(
+            "/v1/killswitches",
+            &json!({"target": {"kind": "environment", "value": "dev"}, "reason": "drill"}),
+        )
+        .await
+        .expect("engage");
+    c.post(
+        &format!(
+            "/v1/killswitches/{}/release",
+            released["id"].as_str().unwrap()
+        ),
+        &json!({"reason": "drill over"}),
+    )
+    .await
+    .expect("release");
+
+    // What the source says, to compare with the copy.
+    for (t, active) in [
+        (&old_token, true),
+        (&token, true),
+        (&revoked_token, false),
+        (&stopped_token, false),
+    ] {
+        assert_eq!(oauth_form(&server, "introspect", t).await["active"], active);
+    }
+    let d = c.authorize(&read_req(&stopped.id, 1)).await.unwrap();
+    assert_eq!(d["decision"], "deny", "{d}");
+    let jwks = fetch_jwks(&server).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+    let log = server.stop();
+    assert!(!log.contains("panicked"), "{log}");
+
+    // Governance objects (no server running).
+    let store = SqliteStore::open(&dir.join("warrant.db"), Durability::Full)
+        .await
+        .unwrap();
+    let mut tx = store.begin_write().await.unwrap();
+    for o in gov_objects() {
+        tx.insert_object(&o).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    store.close().await;
+
+    CredentialsSource {
+        agent,
+        stopped,
+        old_token,
+        token,
+        revoked_token,
+        stopped_token,
+        used_assertion,
+        current_kid,
+        jwks,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_kill_switches_and_governance_are_copied_and_in_force() {
+    let src = tempfile::tempdir().unwrap();
+    let before = credentials_source(src.path()).await;
+    ok(&verify_dir(src.path()));
+    let source = dump_sqlite(src.path()).await;
+    let used = rows_of(&source, "used_assertions").len();
+    assert!(used >= 4, "{used}");
+
+    let url = fresh_database().await;
+    let out = ok(&migrate(src.path(), &url));
+    for line in [
+        "identities:       2".to_owned(),
+        "workload keys:    3 (1 revoked)".to_owned(),
+        "signing keys:     2 (access tokens; 1 retired)".to_owned(),
+        "revoked tokens:   1".to_owned(),
+        "kill switches:    2 (1 engaged)".to_owned(),
+        format!("used assertions:  {used}"),
+        "governance:       4 objects (it_capability 1, it_proposal 2, it_role 1)".to_owned(),
+    ] {
+        assert!(out.contains(&line), "`{line}` missing from:\n{out}");
+    }
+    // Row for row, in every table.
+    let copied = dump_pg(&url).await;
+    assert_eq!(copied, source);
+    for (table, n) in [
+        ("identity_keys", 3),
+        ("token_keys", 2),
+        ("revoked_tokens", 1),
+        ("kill_switches", 2),
+        ("gov_objects", 4),
+    ] {
+        assert_eq!(rows_of(&copied, table).len(), n, "{table}: {copied:#?}");
+    }
+
+    // A replica on the database, with the copied keys (which also unwrap the signing keys).
+    let dst = tempfile::tempdir().unwrap();
+    copy_keys(src.path(), dst.path());
+    let mut server = Server::start_with(
+        dst.path(),
+        with_issuer(vec!["--database".into(), url.clone()]),
+    );
+    let c = server.client();
+    // Tokens issued before: those signed before and after the rotation still verify, the
+    // revoked one and the kill-switched identity's are not in force.
+    assert_eq!(fetch_jwks(&server).await, before.jwks);
+    for (name, t, active) in [
+        ("signed before the rotation", &before.old_token, true),
+        ("signed after the rotation", &before.token, true),
+        ("revoked", &before.revoked_token, false),
+        ("of the stopped identity", &before.stopped_token, false),
+    ] {
+        let v = oauth_form(&server, "introspect", t).await;
+        assert_eq!(v["active"], active, "token {name}: {v}");
+        if active {
+            assert_eq!(v["sub"], before.agent.id.as_str(), "{v}");
+        }
+    }
+    for t in [&before.old_token, &before.token] {
+        let claims = verify_as_resource_service(&server, t).await;
+        assert_eq!(claims["sub"], before.agent.id.as_str());
+    }
+    // The kill switch still stops the identity; the other is allowed.
+    let d = c.authorize(&read_req(&before.stopped.id, 1)).await.unwrap();
+    assert_eq!(d["decision"], "deny", "{d}");
+    assert!(d["reason"].as_str().unwrap().contains("kill switch"), "{d}");
+    let d = c.authorize(&read_req(&before.agent.id, 1)).await.unwrap();
+    assert_eq!(d["decision"], "allow", "{d}");
+    let (status, body) = token_request(&server, &before.stopped.assertion()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{body}"
+    );
+    // An assertion the source consumed is a replay here too.
+    let (status, body) = token_request(&server, &before.used_assertion).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("replayed"),
+        "{body}"
+    );
+    // The workload key authenticates, and the current signing key goes on signing.
+    let fresh = issue_token(&server, &before.agent).await;
+    assert_eq!(
+        jsonwebtoken::decode_header(&fresh).unwrap().kid.as_deref(),
+        Some(before.current_kid.as_str())
+    );
+    verify_as_resource_service(&server, &fresh).await;
+    let log = server.stop();
+    assert!(!log.contains("panicked"), "{log}");
+    // The governance objects are untouched.
+    let after = dump_pg(&url).await;
+    assert_eq!(
+        rows_of(&after, "gov_objects"),
+        rows_of(&source, "gov_objects")
+    );
+    ok(&verify_db(&url, Some(&public_key(src.path()))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_a_source_with_another_schema_version() {
+    let src = tempfile::tempdir().unwrap();
+    small_source(src.path()).await;
+    let url = fresh_database().await;
+    let exec = |sql: &'static str| {
+        let db = src.path().join("warrant.db");
+        async move {
+            let mut conn = SqliteConnectOptions::new()
+                .filename(db)
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        }
+    };
+
+    // Older: the newest migration not applied (the server upgrades it when it starts).
+    exec("UPDATE _sqlx_migrations SET success = 0 WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)").await;
+    let out = fails(&migrate(src.path(), &url));
+    assert!(out.contains("has schema version"), "{out}");
+    assert!(
+        out.contains("start this version of `warrant serve"),
+        "{out}"
+    );
+    // Newer: a migration this build does not know (a table it might not copy).
+    exec("UPDATE _sqlx_migrations SET success = 1").await;
+    exec("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99990101000000, 'future', 1, x'00', 0)").await;
+    let out = fails(&migrate(src.path(), &url));
+    assert!(out.contains("newer than this warrant knows"), "{out}");
+    // Checked before the target is opened: not even tables were created.
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('audit_records')::text")
+        .fetch_one(&mut pg(&url).await)
+        .await
+        .unwrap();
+    assert_eq!(table, None);
+
+    exec("DELETE FROM _sqlx_migrations WHERE version = 99990101000000").await;
+    ok(&migrate(src.path(), &url));
 }

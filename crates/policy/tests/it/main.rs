@@ -9,3 +9,5 @@ mod compile;
 mod decide;
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod tier;

@@ -2,12 +2,14 @@
 
 pub mod audit;
 pub mod authorize;
+pub mod governance;
 pub mod identities;
 pub mod keys;
 pub mod killswitch;
 pub mod oauth;
 pub mod oauth_more;
 pub mod policies;
+pub mod proposals;
 pub mod system;
 
 use crate::error::ApiError;
@@ -94,6 +96,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(killswitch::Doc::openapi());
     doc.merge(oauth::Doc::openapi());
     doc.merge(oauth_more::Doc::openapi());
+    doc.merge(governance::Doc::openapi());
+    doc.merge(proposals::Doc::openapi());
     doc
 }
 
@@ -174,6 +178,8 @@ pub fn router(state: AppState) -> Router {
         .merge(killswitch::routes())
         .merge(oauth::routes())
         .merge(oauth_more::routes())
+        .merge(governance::routes())
+        .merge(proposals::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -131,7 +131,9 @@ impl OAuthError {
         match e {
             // The only conflict of these ops: the assertion's jti was consumed already.
             WriteError::Conflict(_) => Self::invalid_client("client assertion replayed"),
-            WriteError::Invalid(m) | WriteError::NotFound(m) => Self::invalid_request(m),
+            WriteError::Invalid(m) | WriteError::NotFound(m) | WriteError::Forbidden(m) => {
+                Self::invalid_request(m)
+            }
             WriteError::Stale(m) => Self::unavailable(m),
             WriteError::Unavailable(m) => {
                 tracing::error!(error = %m, "audit/storage write failed; token refused");
@@ -540,6 +542,33 @@ pub fn requested_lifetime(params: &TokenParams) -> Result<Option<u64>, OAuthErro
         .transpose()
 }
 
+/// The identity's authentication requirement (set through a governed
+/// `change_auth_requirement` proposal) refuses this way of authenticating.
+fn auth_requirement_refusal(
+    snap: &crate::snapshot::Snapshot,
+    identity: &Identity,
+    method: &str,
+) -> Option<OAuthError> {
+    use warrant_core::governance::assess::Graph;
+    use warrant_core::governance::AuthRequirement;
+    let required = snap.auth_requirement(&identity.id);
+    let ok = match required {
+        AuthRequirement::Any => true,
+        AuthRequirement::Mtls => method == AUTH_TLS_CLIENT,
+        AuthRequirement::PrivateKeyJwt => method == AUTH_PRIVATE_KEY_JWT,
+    };
+    (!ok).then(|| {
+        OAuthError::invalid_client(format!(
+            "identity `{}` must authenticate with {} (its authentication requirement); `{method}` is not accepted",
+            identity.id,
+            match required {
+                AuthRequirement::Mtls => AUTH_TLS_CLIENT,
+                _ => AUTH_PRIVATE_KEY_JWT,
+            }
+        ))
+    })
+}
+
 /// The `client_credentials` grant.
 async fn client_credentials(
     state: &AppState,
@@ -577,6 +606,9 @@ async fn client_credentials(
         "aud": audience,
     });
     if let Some(refusal) = standing_refusal(&snap, identity) {
+        return Err(refuse(state, &client, refusal, request).await);
+    }
+    if let Some(refusal) = auth_requirement_refusal(&snap, identity, client.method) {
         return Err(refuse(state, &client, refusal, request).await);
     }
     let refused = refused_scope(&snap, &entry, &scope, &audience);

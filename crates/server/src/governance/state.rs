@@ -1,0 +1,261 @@
+//! The governance part of the decision snapshot: the entitlement model (roles, resources,
+//! trust, authentication requirements), the declared capabilities, the tier policies in
+//! force and the compounding-change aggregates.
+//!
+//! Persistent maps throughout, so the writer's working copy of the snapshot is O(1) to
+//! clone and each change costs O(log n). Proposals themselves are not here (they are read
+//! from the store when shown or decided); only their effect on the aggregates is.
+
+use crate::snapshot::Snapshot;
+use std::sync::Arc;
+use warrant_core::governance::aggregate::{Aggregates, Thresholds};
+use warrant_core::governance::assess::Graph;
+use warrant_core::governance::{AuthRequirement, Capability, Proposal, Resource, Role};
+use warrant_core::identity::Identity;
+use warrant_core::Millis;
+use warrant_policy::TierPolicies;
+use warrant_store::{ObjectRow, Store, StoreError};
+
+/// Kinds of governance objects in the store.
+pub mod kind {
+    pub const CAPABILITY: &str = "capability";
+    pub const PROPOSAL: &str = "proposal";
+    pub const ROLE: &str = "role";
+    pub const RESOURCE: &str = "resource";
+    pub const TRUST: &str = "trust";
+    pub const AUTH: &str = "auth";
+    pub const TIER_POLICY: &str = "tier_policy";
+    pub const DELIVERY: &str = "delivery";
+    /// A correlation chain: the ids of its proposals in order (id: the correlation id).
+    pub const CHAIN: &str = "chain";
+}
+
+/// The state of a role or resource row that was deleted (kept for history).
+pub const DELETED: &str = "deleted";
+
+/// The proposals of one correlation chain, in submission order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChainRow {
+    pub correlation: String,
+    pub proposals: Vec<String>,
+}
+
+/// Trust of one identity, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrustRow {
+    pub identity: String,
+    pub trusted: Vec<String>,
+}
+
+/// Authentication requirement of one identity, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuthRow {
+    pub identity: String,
+    pub require: AuthRequirement,
+}
+
+/// One version of the tier policies, as stored (id: the version, zero-padded).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TierPolicyRow {
+    pub version: u64,
+    pub text: String,
+    pub comment: String,
+    pub by: String,
+    pub at_ms: Millis,
+}
+
+pub fn tier_policy_id(version: u64) -> String {
+    format!("{version:012}")
+}
+
+#[derive(Clone)]
+pub struct Gov {
+    pub roles: imbl::HashMap<String, Arc<Role>>,
+    /// Role name → identities listing it (any state; kept in step with the principals).
+    pub role_members: imbl::HashMap<String, imbl::HashSet<String>>,
+    pub resources: imbl::HashMap<String, Arc<Resource>>,
+    pub trust: imbl::HashMap<String, Arc<Vec<String>>>,
+    pub auth: imbl::HashMap<String, AuthRequirement>,
+    pub capabilities: imbl::HashMap<String, Arc<Capability>>,
+    pub tier: TierPolicies,
+    /// 0: the built-in default policies.
+    pub tier_version: u64,
+    pub aggregates: Aggregates,
+    pub thresholds: Arc<Thresholds>,
+}
+
+impl Default for Gov {
+    fn default() -> Self {
+        Gov {
+            roles: Default::default(),
+            role_members: Default::default(),
+            resources: Default::default(),
+            trust: Default::default(),
+            auth: Default::default(),
+            capabilities: Default::default(),
+            tier: TierPolicies::builtin(),
+            tier_version: 0,
+            aggregates: Aggregates::default(),
+            thresholds: Arc::new(Thresholds::default()),
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(row: &ObjectRow) -> Option<T> {
+    match serde_json::from_str(&row.body) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(kind = %row.kind, id = %row.id, error = %e, "stored governance object does not decode; ignoring it");
+            None
+        }
+    }
+}
+
+/// Decodes a stored object's body.
+pub fn body<T: serde::de::DeserializeOwned>(row: &ObjectRow) -> Option<T> {
+    decode(row)
+}
+
+/// A proposal as stored.
+pub fn proposal_row(p: &Proposal) -> ObjectRow {
+    let open = p.state.is_open();
+    ObjectRow {
+        kind: kind::PROPOSAL.into(),
+        id: p.id.clone(),
+        state: p.state.as_str().into(),
+        body: serde_json::to_string(p).unwrap_or_default(),
+        // Timers: the end of the override window, or the expiry.
+        due_ms: if open { p.deadline_ms } else { None },
+        created_ms: p.submitted_ms,
+        updated_ms: p.updated_ms,
+    }
+}
+
+pub fn object_row<T: serde::Serialize>(
+    kind: &str,
+    id: &str,
+    state: &str,
+    value: &T,
+    now: Millis,
+) -> ObjectRow {
+    ObjectRow {
+        kind: kind.into(),
+        id: id.into(),
+        state: state.into(),
+        body: serde_json::to_string(value).unwrap_or_default(),
+        due_ms: None,
+        created_ms: now,
+        updated_ms: now,
+    }
+}
+
+impl Gov {
+    /// Loads everything but the role index (built with the principals).
+    pub async fn load(
+        store: &dyn Store,
+        now: Millis,
+        thresholds: &Thresholds,
+    ) -> Result<Gov, StoreError> {
+        let mut g = Gov {
+            thresholds: Arc::new(thresholds.clone()),
+            ..Gov::default()
+        };
+        for row in store.all_objects(kind::ROLE).await? {
+            if row.state != DELETED {
+                if let Some(r) = decode::<Role>(&row) {
+                    g.roles.insert(r.name.clone(), Arc::new(r));
+                }
+            }
+        }
+        for row in store.all_objects(kind::RESOURCE).await? {
+            if row.state != DELETED {
+                if let Some(r) = decode::<Resource>(&row) {
+                    g.resources.insert(r.id.clone(), Arc::new(r));
+                }
+            }
+        }
+        for row in store.all_objects(kind::TRUST).await? {
+            if let Some(t) = decode::<TrustRow>(&row) {
+                g.trust.insert(t.identity, Arc::new(t.trusted));
+            }
+        }
+        for row in store.all_objects(kind::AUTH).await? {
+            if let Some(a) = decode::<AuthRow>(&row) {
+                g.auth.insert(a.identity, a.require);
+            }
+        }
+        for row in store.all_objects(kind::CAPABILITY).await? {
+            if let Some(c) = decode::<Capability>(&row) {
+                g.capabilities.insert(c.id.clone(), Arc::new(c));
+            }
+        }
+        if let Some(row) = store.all_objects(kind::TIER_POLICY).await?.last() {
+            if let Some(t) = decode::<TierPolicyRow>(row) {
+                g.set_tier_policy(&t);
+            }
+        }
+        for row in store.all_objects(kind::PROPOSAL).await? {
+            if row.created_ms > now - thresholds.window_ms.max(thresholds.chain_window_ms) {
+                if let Some(p) = decode::<Proposal>(&row) {
+                    g.aggregates.observe(&p, now, thresholds);
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// Puts a stored tier-policy version in force. One that no longer compiles fails
+    /// closed: no policy matches, so every proposal is Tier 3 (or the floor's).
+    pub fn set_tier_policy(&mut self, t: &TierPolicyRow) {
+        self.tier_version = t.version;
+        self.tier = match TierPolicies::compile(&t.text) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(version = t.version, error = %e, "stored tier policies do not compile; every proposal goes to Tier 3 until valid ones are put");
+                TierPolicies::compile("").unwrap_or_else(|_| TierPolicies::builtin())
+            }
+        };
+    }
+}
+
+impl Graph for Snapshot {
+    fn identity(&self, id: &str) -> Option<&Identity> {
+        self.principals.get(id).map(|e| &e.identity)
+    }
+
+    fn role(&self, name: &str) -> Option<&Role> {
+        self.gov.roles.get(name).map(|r| &**r)
+    }
+
+    fn role_members(&self, name: &str) -> Vec<String> {
+        self.gov
+            .role_members
+            .get(name)
+            .map(|s| {
+                let mut v: Vec<String> = s.iter().cloned().collect();
+                v.sort();
+                v
+            })
+            .unwrap_or_default()
+    }
+
+    fn resource(&self, id: &str) -> Option<&Resource> {
+        self.gov.resources.get(id).map(|r| &**r)
+    }
+
+    fn trust(&self, identity: &str) -> Vec<String> {
+        self.gov
+            .trust
+            .get(identity)
+            .map(|t| (**t).clone())
+            .unwrap_or_default()
+    }
+
+    fn auth_requirement(&self, identity: &str) -> AuthRequirement {
+        self.gov
+            .auth
+            .get(identity)
+            .copied()
+            .unwrap_or(AuthRequirement::Any)
+    }
+}

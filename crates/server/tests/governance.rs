@@ -1,0 +1,311 @@
+//! Tiered change governance over real HTTP against an in-process server on SQLite:
+//! capabilities, proposals through the four tiers, approvals, overrides, timers and
+//! webhook deliveries (to a real local HTTP receiver).
+//!
+//! Access tokens of AI identities are minted in-process with `jwt::issue` and the
+//! server's signing key (issuance itself is tested black-box with the token endpoint).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use warrant_server::credentials::jwt::{self, AccessClaims};
+use warrant_server::governance::GovConfig;
+use warrant_server::{AppState, Config, Server};
+
+const ADMIN: &str = "wrt_governance_test_token_0123456789abcdefghij";
+
+pub struct Env {
+    pub state: AppState,
+    pub url: String,
+    pub http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub async fn start(gov: GovConfig) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_token: Some(ADMIN.into()),
+        governance: gov,
+        governance_tick: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let server = Server::start(config).await.unwrap();
+    let state = server.state.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Env {
+        state,
+        url,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+impl Env {
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Value) -> Value {
+        let (s, b) = self.call_as(ADMIN, method, path, body).await;
+        assert!(s.is_success(), "{method} {path}: {s} {b}");
+        b
+    }
+
+    pub async fn identity(
+        &self,
+        name: &str,
+        kind: &str,
+        owner: &str,
+        entitlements: &[&str],
+    ) -> String {
+        let b = self
+            .admin(
+                "POST",
+                "/v1/identities",
+                json!({ "name": name, "kind": kind, "environment": "prod",
+                        "owner": owner, "entitlements": entitlements }),
+            )
+            .await;
+        b["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn human(&self, human: &str, role: &str) -> String {
+        let b = self
+            .admin(
+                "POST",
+                "/v1/tokens",
+                json!({ "name": format!("{human} cli"), "human": human, "role": role }),
+            )
+            .await;
+        b["token"].as_str().unwrap().to_owned()
+    }
+
+    /// An access token for `id` on warrant's own API.
+    pub fn agent_token(&self, id: &str, scope: &str) -> String {
+        let snap = self.state.snapshot.load();
+        let i = &snap.principals.get(id).unwrap().identity;
+        let now = self.state.clock.now_ms() / 1000;
+        let claims = AccessClaims {
+            iss: self.state.issuer.clone(),
+            sub: id.to_owned(),
+            aud: self.state.issuer.clone(),
+            exp: now + 300,
+            iat: now - 1,
+            nbf: now - 1,
+            jti: format!("at_gov_{}", uuid::Uuid::new_v4().simple()),
+            client_id: id.to_owned(),
+            scope: scope.into(),
+            environment: i.environment.clone(),
+            owner: i.owner.clone(),
+            spiffe_id: i.spiffe_id.clone(),
+            act: None,
+        };
+        jwt::issue(&snap.signing, &claims).unwrap()
+    }
+
+    pub async fn entitlements(&self, id: &str) -> Vec<String> {
+        let b = self
+            .admin("GET", &format!("/v1/identities/{id}"), Value::Null)
+            .await;
+        serde_json::from_value(b["entitlements"].clone()).unwrap()
+    }
+
+    pub async fn audit_kinds(&self, subject: &str) -> Vec<String> {
+        let b = self
+            .admin(
+                "GET",
+                &format!("/v1/audit?subject={subject}&limit=1000"),
+                Value::Null,
+            )
+            .await;
+        b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A webhook receiver on loopback that records what it got and answers `status`.
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>>,
+}
+
+pub async fn receiver(status: u16) -> Receiver {
+    let got: Arc<Mutex<Vec<(axum::http::HeaderMap, Value)>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let g = g.clone();
+                async move {
+                    g.lock().unwrap().push((
+                        headers,
+                        serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    ));
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { url, got }
+}
+
+async fn wait_for<F: Fn(&Value) -> bool>(env: &Env, path: &str, what: &str, f: F) -> Value {
+    for _ in 0..100 {
+        let b = env.admin("GET", path, Value::Null).await;
+        if f(&b) {
+            return b;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what} at {path}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_is_tiered_notified_ratified_and_traced() {
+    let hook = receiver(200).await;
+    let env = start(GovConfig {
+        override_window_ms: 1_500,
+        ..GovConfig::default()
+    })
+    .await;
+    let optimizer = env
+        .identity("access-optimizer", "ai_tool", "alice@example.com", &[])
+        .await;
+    let svc = env
+        .identity(
+            "data-eng-etl",
+            "service_account",
+            "bob@example.com",
+            &["s3:logs:read", "s3:raw:read"],
+        )
+        .await;
+    let alice = env.human("alice@example.com", "owner").await;
+    env.admin(
+        "PUT",
+        "/v1/resources/s3:raw",
+        json!({ "classification": "confidential" }),
+    )
+    .await;
+    env.admin(
+        "PUT",
+        "/v1/capabilities/right-sizing",
+        json!({ "identity": optimizer, "kinds": ["revoke_entitlement"], "max_blast_radius": 5,
+                "owner": "alice@example.com", "notify": hook.url, "review_every_days": 90 }),
+    )
+    .await;
+    let agent = env.agent_token(&optimizer, "warrant:propose");
+    let proposal = |ent: &str| {
+        json!({ "capability": "right-sizing",
+                "change": { "kind": "revoke_entitlement", "identity": svc, "entitlement": ent },
+                "evidence": { "unused_days": 60 }, "rationale": "not used in 60 days", "confidence": 0.95 })
+    };
+
+    // Not accepted yet: refused, and the refusal is audited.
+    let (s, b) = env
+        .call_as(&agent, "POST", "/v1/proposals", proposal("s3:logs:read"))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("has not accepted"),
+        "{b}"
+    );
+
+    let (s, b) = env
+        .call_as(
+            &alice,
+            "POST",
+            "/v1/capabilities/right-sizing/accept",
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["autonomy"], "tiered");
+
+    // Tier 1: unclassified, one identity, high confidence → applied at once.
+    let (s, b) = env
+        .call_as(&agent, "POST", "/v1/proposals", proposal("s3:logs:read"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["proposal"]["tier"]["tier"], 1, "{b}");
+    assert_eq!(b["proposal"]["state"], "executed");
+    assert_eq!(env.entitlements(&svc).await, ["s3:raw:read"]);
+
+    // Tier 2: confidential data → applied, reviewer notified, ratified when the window ends.
+    let (s, b) = env
+        .call_as(&agent, "POST", "/v1/proposals", proposal("s3:raw:read"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["proposal"]["tier"]["tier"], 2, "{b}");
+    assert_eq!(b["proposal"]["state"], "in_review");
+    assert!(env.entitlements(&svc).await.is_empty());
+    let id = b["proposal"]["id"].as_str().unwrap().to_owned();
+    let done = wait_for(&env, &format!("/v1/proposals/{id}"), "ratification", |b| {
+        b["proposal"]["state"] == "ratified"
+    })
+    .await;
+    assert_eq!(done["proposal"]["state"], "ratified");
+    let kinds = env.audit_kinds(&format!("proposal:{id}")).await;
+    for k in [
+        "ai.recommendation",
+        "execution",
+        "proposal.ratified",
+        "notification.delivery",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+    let got = hook.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].1["text"].as_str().unwrap().contains("Tier 2"));
+    assert!(got[0].0.contains_key("warrant-signature"));
+    assert!(got[0].0.contains_key("idempotency-key"));
+}
