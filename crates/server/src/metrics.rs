@@ -13,8 +13,21 @@ pub struct DecisionLabels {
     pub decision: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    pub tier: u8,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub purpose: &'static str,
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub proposals: Family<TierLabels, Counter>,
+    pub deliveries: Family<DeliveryLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub decision_seconds: Histogram,
     pub audit_append_seconds: Histogram,
@@ -85,8 +98,22 @@ impl Metrics {
             "1 while this replica holds the lock to run periodic jobs (checkpoints), else 0",
             job_leader.clone(),
         );
+        let proposals = Family::<TierLabels, Counter>::default();
+        registry.register(
+            "proposals",
+            "Change proposals submitted through this replica, by assigned tier",
+            proposals.clone(),
+        );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts (notifications, connector calls) by purpose and result",
+            deliveries.clone(),
+        );
         Metrics {
             registry,
+            proposals,
+            deliveries,
             synced_changes,
             job_leader,
             decisions,

@@ -447,3 +447,165 @@ async fn an_allow_made_before_a_change_elsewhere_is_never_logged_after_it() {
             && r.payload.contains(r#""decision":"allow""#)
     }));
 }
+
+/// A governance replica: a short Tier 2 override window.
+async fn gov_replica(url: &str) -> Server {
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(url).await.unwrap());
+    let config = Config {
+        database: Some(url.to_owned()),
+        admin_token: Some(TOKEN.into()),
+        governance: warrant_server::governance::GovConfig {
+            override_window_ms: 300,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    Server::start_with(config, store, key()).await.unwrap()
+}
+
+#[tokio::test]
+async fn governance_state_propagates_and_a_timer_fires_once_across_replicas() {
+    use warrant_core::governance::workflow::Actor;
+    use warrant_core::governance::{Change, NewCapability};
+    use warrant_server::governance::ops::{GovOp, Submission};
+    let url = fresh_database().await;
+    let a = gov_replica(&url).await;
+    let b = gov_replica(&url).await;
+    let gov = |s: &Server, op: GovOp| {
+        let w = s.state.writer.clone();
+        async move { w.mutate(Op::Gov(Box::new(op))).await }
+    };
+    // Through A: the AI identity, the target, the capability and its acceptance.
+    let bot = a
+        .state
+        .writer
+        .mutate(Op::CreateIdentity {
+            actor: "test".into(),
+            id: "idn_bot".into(),
+            new: NewIdentity {
+                name: "bot".into(),
+                kind: "ai_tool".into(),
+                environment: "prod".into(),
+                owner: "alice@example.com".into(),
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+    assert!(matches!(bot.outcome, Outcome::Identity(_)));
+    a.state
+        .writer
+        .mutate(Op::CreateIdentity {
+            actor: "test".into(),
+            id: "idn_etl".into(),
+            new: NewIdentity {
+                name: "etl".into(),
+                kind: "service_account".into(),
+                environment: "prod".into(),
+                owner: "bob@example.com".into(),
+                entitlements: vec!["s3:logs:read".into(), "s3:raw:read".into()],
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+    gov(
+        &a,
+        GovOp::PutCapability {
+            actor: "admin:test".into(),
+            new: NewCapability {
+                id: "right-sizing".into(),
+                identity: "idn_bot".into(),
+                kinds: vec!["revoke_entitlement".into()],
+                max_blast_radius: 5,
+                owner: "alice@example.com".into(),
+                review_every_days: 90,
+                ..Default::default()
+            },
+        },
+    )
+    .await
+    .unwrap();
+    gov(
+        &a,
+        GovOp::AcceptCapability {
+            actor: Actor::Human("alice@example.com".into()),
+            id: "right-sizing".into(),
+            statement: String::new(),
+        },
+    )
+    .await
+    .unwrap();
+
+    // Through B (which must catch up on the capability and its acceptance first): a
+    // Tier 2 revocation (89% confidence keeps it out of Tier 1).
+    let submitted = gov(
+        &b,
+        GovOp::Submit(Box::new(Submission {
+            id: "prp_replicas_1".into(),
+            capability: "right-sizing".into(),
+            proposer: "idn_bot".into(),
+            change: Change::RevokeEntitlement {
+                identity: "idn_etl".into(),
+                entitlement: "s3:logs:read".into(),
+            },
+            system: "warrant".into(),
+            evidence: serde_json::json!({}),
+            rationale: "unused".into(),
+            confidence_pct: 89,
+            parent: None,
+            correlation: None,
+        })),
+    )
+    .await
+    .unwrap();
+    let Outcome::Proposal(p) = submitted.outcome else {
+        panic!("no proposal")
+    };
+    assert_eq!(
+        (p.tier.tier, p.state.as_str()),
+        (2, "in_review"),
+        "{:?}",
+        p.tier
+    );
+
+    // A learns the change to the entitlement store and the aggregates.
+    a.state.writer.sync().await.unwrap();
+    let ents = |s: &Server| {
+        s.state.snapshot.load().principals["idn_etl"]
+            .identity
+            .entitlements
+            .clone()
+    };
+    assert_eq!(ents(&a), ["s3:raw:read"]);
+    assert_eq!(ents(&b), ["s3:raw:read"]);
+    assert_eq!(a.state.snapshot.load().gov.aggregates.len(), 1);
+
+    // Both replicas fire due timers at once (as if both held the job lock): one
+    // ratification, not two.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let client = reqwest::Client::new();
+    tokio::join!(
+        warrant_server::governance::delivery::tick(&a.state, &client),
+        warrant_server::governance::delivery::tick(&b.state, &client),
+    );
+    let ratified = a
+        .state
+        .store
+        .audit_records(&warrant_store::AuditFilter {
+            kind: Some("proposal.ratified".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ratified.len(), 1, "{ratified:?}");
+    let row = a
+        .state
+        .store
+        .get_object("proposal", "prp_replicas_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.state.as_str(), row.due_ms), ("ratified", None));
+}

@@ -491,7 +491,16 @@ pub fn plan(g: &dyn Graph, change: &Change, now: Millis) -> Result<Vec<Mutation>
             }
         }
         Change::RestoreRole { role, members: ms } => {
-            out.push(Mutation::PutRole(role.clone()));
+            match g.role(&role.name) {
+                None => out.push(Mutation::PutRole(role.clone())),
+                Some(current) if current == role => {}
+                Some(_) => {
+                    return Err(GovError::Conflict(format!(
+                        "a different role named `{}` was created since it was deleted; restoring would overwrite it, so it must be reverted by hand",
+                        role.name
+                    )))
+                }
+            }
             for id in ms {
                 if let Some(m) = g.identity(id) {
                     if m.state != IdentityState::Retired && !m.roles.contains(&role.name) {

@@ -528,7 +528,8 @@ pub const MAX_REVIEW_DAYS: u32 = 366;
 
 impl NewCapability {
     /// Validates a declaration. `previous` is the capability it replaces, if any: a change
-    /// of owner, identity or kinds, or a larger blast radius, needs a new acceptance.
+    /// of owner or identity, or a wider scope (more kinds, a larger blast radius, more
+    /// environments, a lower minimum confidence), needs a new acceptance.
     pub fn into_capability(
         self,
         by: &str,
@@ -586,11 +587,22 @@ impl NewCapability {
             check_webhook_url(url)?;
         }
         let owner = self.owner.trim().to_owned();
+        // The owner accepted a scope: anything wider needs a new acceptance.
         let keep_acceptance = previous.is_some_and(|p| {
+            let environments_within = if p.conditions.environments.is_empty() {
+                environments.is_empty()
+            } else {
+                !environments.is_empty()
+                    && environments
+                        .iter()
+                        .all(|e| p.conditions.environments.contains(e))
+            };
             p.owner == owner
                 && p.identity == self.identity
                 && kinds.iter().all(|k| p.kinds.contains(k))
                 && self.max_blast_radius <= p.max_blast_radius
+                && environments_within
+                && self.conditions.min_confidence_pct >= p.conditions.min_confidence_pct
         });
         Ok(Capability {
             id: self.id,

@@ -300,7 +300,15 @@ pub async fn submit(
         GovOp::Submit(Box::new(submission)),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(proposal_outcome(c, &state)?)))
+    let view = proposal_outcome(c, &state)?;
+    state
+        .metrics
+        .proposals
+        .get_or_create(&crate::metrics::TierLabels {
+            tier: view.proposal.tier.tier,
+        })
+        .inc();
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// List proposals, oldest first, filtered by state and capability.

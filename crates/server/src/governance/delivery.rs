@@ -286,6 +286,14 @@ pub async fn tick(state: &AppState, client: &reqwest::Client) {
         if !attempt.ok {
             tracing::info!(delivery = %d.id, purpose = d.purpose.as_str(), error = ?attempt.error, "delivery attempt failed");
         }
+        state
+            .metrics
+            .deliveries
+            .get_or_create(&crate::metrics::DeliveryLabels {
+                purpose: d.purpose.as_str(),
+                result: if attempt.ok { "delivered" } else { "failed" },
+            })
+            .inc();
         if let Err(e) = state
             .writer
             .mutate(Op::Gov(Box::new(GovOp::DeliveryDone {

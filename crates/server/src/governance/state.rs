@@ -10,7 +10,9 @@ use crate::snapshot::Snapshot;
 use std::sync::Arc;
 use warrant_core::governance::aggregate::{Aggregates, Thresholds};
 use warrant_core::governance::assess::Graph;
-use warrant_core::governance::{AuthRequirement, Capability, Proposal, Resource, Role};
+use warrant_core::governance::{
+    AuthRequirement, Capability, Proposal, ProposalState, Resource, Role,
+};
 use warrant_core::identity::Identity;
 use warrant_core::Millis;
 use warrant_policy::TierPolicies;
@@ -118,14 +120,19 @@ pub fn body<T: serde::de::DeserializeOwned>(row: &ObjectRow) -> Option<T> {
 
 /// A proposal as stored.
 pub fn proposal_row(p: &Proposal) -> ObjectRow {
-    let open = p.state.is_open();
+    // Only states a timer acts on carry a due time (an `executing` proposal waits for its
+    // connector, not for the clock).
+    let timed = matches!(
+        p.state,
+        ProposalState::InReview | ProposalState::PendingApproval | ProposalState::Recommended
+    );
     ObjectRow {
         kind: kind::PROPOSAL.into(),
         id: p.id.clone(),
         state: p.state.as_str().into(),
         body: serde_json::to_string(p).unwrap_or_default(),
         // Timers: the end of the override window, or the expiry.
-        due_ms: if open { p.deadline_ms } else { None },
+        due_ms: if timed { p.deadline_ms } else { None },
         created_ms: p.submitted_ms,
         updated_ms: p.updated_ms,
     }
