@@ -7,6 +7,7 @@
 
 mod commands;
 mod credentials;
+mod governance;
 mod killswitch;
 mod migrate;
 mod offline;
@@ -25,6 +26,26 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The whole command line: the core commands and the governance workflow's.
+#[derive(Parser)]
+#[command(
+    name = "warrant",
+    version,
+    about = "Control plane for AI agents and other non-human identities"
+)]
+pub struct TopLevel {
+    #[command(subcommand)]
+    pub command: TopCommand,
+}
+
+#[derive(Subcommand)]
+pub enum TopCommand {
+    #[command(flatten)]
+    Core(Command),
+    #[command(flatten)]
+    Governance(governance::Command),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -344,12 +365,22 @@ pub enum AuditCmd {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let mut cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
+    let matches = TopLevel::command().get_matches();
+    let top = match TopLevel::from_arg_matches(&matches) {
+        Ok(top) => top,
         Err(e) => e.exit(),
     };
-    choose_verify_source(&matches, &mut cli);
+    match top.command {
+        TopCommand::Governance(cmd) => block_on(governance::run(cmd)),
+        TopCommand::Core(command) => {
+            let mut cli = Cli { command };
+            choose_verify_source(&matches, &mut cli);
+            block_on(commands::run(cli))
+        }
+    }
+}
+
+fn block_on(run: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -360,7 +391,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(commands::run(cli)) {
+    match rt.block_on(run) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -383,7 +414,7 @@ fn choose_verify_source(matches: &clap::ArgMatches, cli: &mut Cli) {
     };
     let given = |id: &str| verify.value_source(id) == Some(ValueSource::CommandLine);
     if given("data_dir") && given("database") {
-        Cli::command()
+        TopLevel::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
                 "the argument '--database <URL>' cannot be used with '--data-dir <DATA_DIR>'",

@@ -34,9 +34,22 @@ pub fn fields(v: &Value, keys: &[&str]) -> String {
 }
 
 pub fn print(output: Output, v: &Value, render: impl FnOnce(&Value) -> String) {
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
-        Output::Table => println!("{}", render(v)),
+    let text = match output {
+        Output::Json => serde_json::to_string_pretty(v).unwrap_or_default(),
+        Output::Table => render(v),
+    };
+    line(&text);
+}
+
+/// Writes one line to stdout. A closed pipe (`warrant … | head`) ends the program quietly,
+/// as command-line tools do, instead of panicking.
+pub fn line(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
     }
 }
 

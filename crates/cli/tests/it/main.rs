@@ -14,6 +14,8 @@ mod pg;
 mod bad_input;
 mod durability;
 mod e2e;
+mod governance;
+mod governance_cli;
 mod killswitch;
 mod migrate;
 mod mtls;

@@ -54,6 +54,30 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
     ("POST", "/oauth2/revoke"),
     ("GET", "/.well-known/oauth-authorization-server"),
     ("GET", "/.well-known/jwks.json"),
+    ("GET", "/v1/capabilities"),
+    ("PUT", "/v1/capabilities/{id}"),
+    ("GET", "/v1/capabilities/{id}"),
+    ("POST", "/v1/capabilities/{id}/accept"),
+    ("POST", "/v1/capabilities/{id}/review"),
+    ("GET", "/v1/roles"),
+    ("PUT", "/v1/roles/{name}"),
+    ("GET", "/v1/roles/{name}"),
+    ("GET", "/v1/resources"),
+    ("PUT", "/v1/resources/{id}"),
+    ("GET", "/v1/tier-policies"),
+    ("PUT", "/v1/tier-policies"),
+    ("POST", "/v1/tokens"),
+    ("GET", "/v1/tokens"),
+    ("POST", "/v1/tokens/{id}/revoke"),
+    ("POST", "/v1/proposals"),
+    ("GET", "/v1/proposals"),
+    ("GET", "/v1/proposals/{id}"),
+    ("GET", "/v1/proposals/{id}/chain"),
+    ("POST", "/v1/proposals/{id}/approve"),
+    ("POST", "/v1/proposals/{id}/reject"),
+    ("POST", "/v1/proposals/{id}/override"),
+    ("POST", "/v1/proposals/{id}/perform"),
+    ("GET", "/v1/proposals/{id}/deliveries"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -84,6 +108,25 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 const AGENT_SEED: [u8; 32] = [7; 32];
 const REVOKED_SEED: [u8; 32] = [8; 32];
 const NEW_KEY_SEED: [u8; 32] = [9; 32];
+/// Seed of the Ed25519 key of the AI identity `proposer` that submits proposals.
+const PROPOSER_SEED: [u8; 32] = [10; 32];
+/// The scope an access token needs to submit proposals (its audience: the issuer).
+const PROPOSE_SCOPE: &str = "warrant:propose";
+/// The named human owning (and accepting, reviewing, overriding for) the capabilities.
+const OWNER: &str = "carol@example.com";
+/// A named human approving, rejecting and performing proposals: never a beneficiary
+/// (the identities `create_identity` registers are owned by alice).
+const APPROVER: &str = "bob@example.com";
+/// The capability `proposer` submits under (declared and accepted by `populate`).
+const CAPABILITY: &str = "optimizer";
+/// A capability declared but not accepted (the owner accepts it).
+const CAPABILITY_TO_ACCEPT: &str = "to-accept";
+/// A capability declared to be shown and declared again.
+const CAPABILITY_DECLARED: &str = "declared";
+/// A role of the entitlement model defined by `populate`.
+const ROLE: &str = "documented";
+/// A resource of the entitlement model.
+const RESOURCE: &str = "archive";
 
 /// Readers may hold `App:read` in their own environment.
 const SCOPE_POLICIES: &str = r#"
@@ -99,6 +142,19 @@ when { context.scope == ["App:read"] };
 
 fn policies() -> String {
     format!("{POLICIES}\n{SCOPE_POLICIES}")
+}
+
+/// [`policies`], and AI tools may hold `warrant:propose` for warrant itself (`issuer`).
+fn governance_policies(issuer: &str) -> String {
+    format!(
+        r#"{}
+@id("ai-tools-propose")
+permit (principal, action == Warrant::Action::"request_scope",
+        resource == Warrant::Scope::"{PROPOSE_SCOPE}")
+when {{ principal.kind == "ai_tool" && context.audience == "{issuer}" }};
+"#,
+        policies()
+    )
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -150,6 +206,18 @@ fn token_request(id: &str, kid: &str, endpoint: &str) -> Value {
         "client_assertion": client_assertion(id, kid, &AGENT_SEED, endpoint),
         "scope": "App:read",
         "audience": AUDIENCE,
+    })
+}
+
+/// The parameters of a `client_credentials` token request by `proposer` (key
+/// [`PROPOSER_SEED`]) for `warrant:propose` on warrant itself.
+fn propose_token_request(id: &str, kid: &str, endpoint: &str, issuer: &str) -> Value {
+    json!({
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": client_assertion(id, kid, &PROPOSER_SEED, endpoint),
+        "scope": PROPOSE_SCOPE,
+        "audience": issuer,
     })
 }
 
@@ -211,7 +279,8 @@ fn form_pairs(body: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Sends `body` as `media` (`application/json` or `application/x-www-form-urlencoded`).
+/// Sends `body` as `media` (`application/json` or `application/x-www-form-urlencoded`),
+/// with the admin token if `token`.
 async fn call_as(
     server: &Server,
     method: &str,
@@ -220,10 +289,23 @@ async fn call_as(
     body: Option<&Value>,
     media: &str,
 ) -> Answer {
+    let bearer = token.then_some(ADMIN_TOKEN);
+    call_with(server, method, path, bearer, body, media).await
+}
+
+/// Like [`call_as`], with `bearer` (if any) as the bearer token.
+async fn call_with(
+    server: &Server,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+    media: &str,
+) -> Answer {
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
     let mut req = http().request(method, format!("{}{path}", server.url));
-    if token {
-        req = req.header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"));
+    if let Some(bearer) = bearer {
+        req = req.header(AUTHORIZATION, format!("Bearer {bearer}"));
     }
     match (body, media) {
         (None, _) => {}
@@ -466,6 +548,35 @@ struct Ids {
     /// Access tokens of `target`: one to introspect, one to revoke.
     access_token: String,
     token_to_revoke: String,
+    /// The OAuth issuer (the audience of access tokens for warrant itself).
+    issuer: String,
+    /// The AI identity acting for [`CAPABILITY`].
+    proposer: String,
+    /// An identity the sample proposal recommends retiring.
+    recommended: String,
+    /// An API token (not the test's own) to be revoked.
+    api_token_to_revoke: String,
+    /// The tier policies in force (the defaults), declared again as they are.
+    tier_policies: String,
+    /// Proposals, each in the state its operation needs: Tier 3 pending approval (two),
+    /// Tier 2 in its override window, Tier 4 recommended.
+    proposal_to_approve: String,
+    proposal_to_reject: String,
+    proposal_to_override: String,
+    proposal_to_perform: String,
+    /// The bearer token of the operations the admin token may not perform: (lower-case
+    /// method, path template) → token. The others use [`ADMIN_TOKEN`].
+    bearers: std::collections::BTreeMap<(&'static str, &'static str), String>,
+}
+
+impl Ids {
+    /// The bearer token a plausible call of this operation presents.
+    fn bearer(&self, method: &str, template: &str) -> &str {
+        self.bearers
+            .iter()
+            .find(|((m, t), _)| *m == method && *t == template)
+            .map_or(ADMIN_TOKEN, |(_, token)| token.as_str())
+    }
 }
 
 /// Registers a public JWK for `id` and returns its kid.
@@ -478,8 +589,8 @@ async fn add_key(c: &warrant_client::Client, id: &str, jwk: &Value) -> String {
         .to_owned()
 }
 
-/// The token endpoint URL the server's metadata names.
-async fn token_endpoint(server: &Server) -> String {
+/// The server's OAuth authorization server metadata.
+async fn metadata(server: &Server) -> Value {
     let m = call(
         server,
         "get",
@@ -489,7 +600,12 @@ async fn token_endpoint(server: &Server) -> String {
     )
     .await;
     assert_eq!(m.status, 200, "{}", m.text);
-    m.json()["token_endpoint"]
+    m.json()
+}
+
+/// The token endpoint URL the server's metadata names.
+async fn token_endpoint(server: &Server) -> String {
+    metadata(server).await["token_endpoint"]
         .as_str()
         .expect("token_endpoint")
         .to_owned()
@@ -513,18 +629,183 @@ async fn access_token(server: &Server, id: &str, kid: &str, endpoint: &str) -> S
         .to_owned()
 }
 
+/// Calls an operation `populate` needs to succeed (status 2xx) and returns its body.
+async fn expect_ok(
+    server: &Server,
+    bearer: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Value {
+    let a = call_with(server, method, path, Some(bearer), body, JSON_MEDIA).await;
+    assert!(
+        (200..300).contains(&a.status),
+        "{} {path}: {} {}",
+        method.to_uppercase(),
+        a.status,
+        a.text
+    );
+    a.json()
+}
+
+/// An API token for a named human with a control-plane role: (id, secret).
+async fn human_token(server: &Server, human: &str, role: &str) -> (String, String) {
+    let body = json!({ "name": format!("{human} cli"), "human": human, "role": role });
+    let t = expect_ok(server, ADMIN_TOKEN, "post", "/v1/tokens", Some(&body)).await;
+    (
+        t["id"].as_str().expect("token id").to_owned(),
+        t["token"].as_str().expect("token secret").to_owned(),
+    )
+}
+
+/// A declaration of a capability of `proposer` owned by [`OWNER`].
+fn capability_sample(proposer: &str) -> Value {
+    json!({
+        "description": "documented", "identity": proposer,
+        "kinds": ["revoke_entitlement", "modify_trust", "retire_identity"],
+        "max_blast_radius": 5, "owner": OWNER,
+    })
+}
+
+/// A proposal under [`CAPABILITY`].
+fn proposal_sample(change: Value, confidence: f64) -> Value {
+    json!({
+        "capability": CAPABILITY, "change": change, "evidence": { "unused_days": 60 },
+        "rationale": "not used in 60 days", "confidence": confidence,
+    })
+}
+
+/// Submits a proposal as `proposer` and checks the tier and state it got; returns its id.
+async fn submit(server: &Server, token: &str, body: &Value, tier: u64, state: &str) -> String {
+    let p = expect_ok(server, token, "post", "/v1/proposals", Some(body)).await;
+    assert_eq!(p["proposal"]["tier"]["tier"], tier, "{p}");
+    assert_eq!(p["proposal"]["state"], state, "{p}");
+    p["proposal"]["id"]
+        .as_str()
+        .expect("proposal id")
+        .to_owned()
+}
+
 /// A policy, identities in each lifecycle state an operation needs, a decision, a
 /// checkpoint covering record 0, an engaged kill switch that covers nobody, two public
-/// keys of `target` and two access tokens issued to it.
+/// keys of `target` and two access tokens issued to it; for governance: API tokens of
+/// named humans, an AI identity with a `warrant:propose` access token, accepted and
+/// unaccepted capabilities, a role, and a proposal in each state an operation needs.
 async fn populate(server: &Server) -> Ids {
     let c = server.client();
-    c.put_policy(Some(SCHEMA), &policies(), Some("openapi"))
+    let meta = metadata(server).await;
+    let issuer = meta["issuer"].as_str().expect("issuer").to_owned();
+    let endpoint = meta["token_endpoint"]
+        .as_str()
+        .expect("token_endpoint")
+        .to_owned();
+    c.put_policy(Some(SCHEMA), &governance_policies(&issuer), Some("openapi"))
         .await
         .expect("put policy");
     let target = create_identity(&c, "target", "dev", &["reader"]).await;
     let agent_kid = add_key(&c, &target, &ed25519_jwk(&AGENT_SEED)).await;
     let kid_to_revoke = add_key(&c, &target, &ed25519_jwk(&REVOKED_SEED)).await;
-    let endpoint = token_endpoint(server).await;
+
+    // Governance: the AI tool and its access token for warrant itself.
+    let proposer = create_identity(&c, "proposer", "dev", &[]).await;
+    let proposer_kid = add_key(&c, &proposer, &ed25519_jwk(&PROPOSER_SEED)).await;
+    let a = call_as(
+        server,
+        "post",
+        "/oauth2/token",
+        false,
+        Some(&propose_token_request(
+            &proposer,
+            &proposer_kid,
+            &endpoint,
+            &issuer,
+        )),
+        FORM_MEDIA,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let proposer_token = a.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    // Named humans.
+    let (_, owner_token) = human_token(server, OWNER, "owner").await;
+    let (_, approver_token) = human_token(server, APPROVER, "approver").await;
+    let (api_token_to_revoke, _) = human_token(server, "dave@example.com", "auditor").await;
+    // Capabilities: one accepted (proposes, is reviewed), one to accept, one to show.
+    for id in [CAPABILITY, CAPABILITY_TO_ACCEPT, CAPABILITY_DECLARED] {
+        let path = format!("/v1/capabilities/{id}");
+        let body = capability_sample(&proposer);
+        expect_ok(server, ADMIN_TOKEN, "put", &path, Some(&body)).await;
+    }
+    let accept = format!("/v1/capabilities/{CAPABILITY}/accept");
+    let accepted = expect_ok(server, &owner_token, "post", &accept, Some(&json!({}))).await;
+    assert_eq!(accepted["autonomy"], "tiered", "{accepted}");
+    // The entitlement model and the tier policies in force.
+    let role = json!({ "description": "documented", "entitlements": ["docs:read"] });
+    let role_path = format!("/v1/roles/{ROLE}");
+    expect_ok(server, ADMIN_TOKEN, "put", &role_path, Some(&role)).await;
+    let tier = expect_ok(server, ADMIN_TOKEN, "get", "/v1/tier-policies", None).await;
+    let tier_policies = tier["policies"].as_str().expect("policies").to_owned();
+    // Proposals, each on an identity of its own (`create_identity` gives each the one
+    // entitlement `docs:write`).
+    let reviewed = create_identity(&c, "reviewed", "dev", &[]).await;
+    let trusting = create_identity(&c, "trusting", "dev", &[]).await;
+    let distrusting = create_identity(&c, "distrusting", "dev", &[]).await;
+    let retiree = create_identity(&c, "retiree", "dev", &[]).await;
+    let recommended = create_identity(&c, "recommended", "dev", &[]).await;
+    // Tier 2 (`tier2-small-entitlement-change`): one reversible revocation below 90%.
+    let revoke =
+        json!({ "kind": "revoke_entitlement", "identity": reviewed, "entitlement": "docs:write" });
+    let proposal_to_override = submit(
+        server,
+        &proposer_token,
+        &proposal_sample(revoke, 0.85),
+        2,
+        "in_review",
+    )
+    .await;
+    // Tier 3 by the hard floor: trust-relationship changes.
+    let trust = |identity: &str| json!({ "kind": "modify_trust", "identity": identity, "add": ["spiffe://example.org/ci"] });
+    let proposal_to_approve = submit(
+        server,
+        &proposer_token,
+        &proposal_sample(trust(&trusting), 0.9),
+        3,
+        "pending_approval",
+    )
+    .await;
+    let proposal_to_reject = submit(
+        server,
+        &proposer_token,
+        &proposal_sample(trust(&distrusting), 0.9),
+        3,
+        "pending_approval",
+    )
+    .await;
+    // Tier 4 (`tier4-retire`): a recommendation a human performs.
+    let retire = json!({ "kind": "retire_identity", "identity": retiree });
+    let proposal_to_perform = submit(
+        server,
+        &proposer_token,
+        &proposal_sample(retire, 0.9),
+        4,
+        "recommended",
+    )
+    .await;
+
+    let bearers = [
+        ("post", "/v1/proposals", &proposer_token),
+        ("post", "/v1/capabilities/{id}/accept", &owner_token),
+        ("post", "/v1/capabilities/{id}/review", &owner_token),
+        ("post", "/v1/proposals/{id}/override", &owner_token),
+        ("post", "/v1/proposals/{id}/approve", &approver_token),
+        ("post", "/v1/proposals/{id}/reject", &approver_token),
+        ("post", "/v1/proposals/{id}/perform", &approver_token),
+    ]
+    .into_iter()
+    .map(|(m, t, token)| ((m, t), token.clone()))
+    .collect();
     let ids = Ids {
         access_token: access_token(server, &target, &agent_kid, &endpoint).await,
         token_to_revoke: access_token(server, &target, &agent_kid, &endpoint).await,
@@ -542,6 +823,16 @@ async fn populate(server: &Server) -> Ids {
             .as_str()
             .expect("kill switch id")
             .to_owned(),
+        issuer,
+        proposer,
+        recommended,
+        api_token_to_revoke,
+        tier_policies,
+        proposal_to_approve,
+        proposal_to_reject,
+        proposal_to_override,
+        proposal_to_perform,
+        bearers,
     };
     c.lifecycle(&ids.to_resume, "suspend", None)
         .await
@@ -572,6 +863,30 @@ fn concrete_path(template: &str, ids: &Ids) -> String {
         out.push_str(&rest[..open]);
         let name = &rest[open + 1..close];
         let value = match name {
+            "id" if template.starts_with("/v1/capabilities/") => {
+                if template.ends_with("/accept") {
+                    CAPABILITY_TO_ACCEPT.to_owned()
+                } else if template.ends_with("/review") {
+                    CAPABILITY.to_owned()
+                } else {
+                    CAPABILITY_DECLARED.to_owned()
+                }
+            }
+            "id" if template.starts_with("/v1/proposals/") => {
+                if template.ends_with("/reject") {
+                    ids.proposal_to_reject.clone()
+                } else if template.ends_with("/override") {
+                    ids.proposal_to_override.clone()
+                } else if template.ends_with("/perform") {
+                    ids.proposal_to_perform.clone()
+                } else {
+                    // approve, and the reads (which answer in any state).
+                    ids.proposal_to_approve.clone()
+                }
+            }
+            "id" if template.starts_with("/v1/resources/") => RESOURCE.to_owned(),
+            "id" if template.starts_with("/v1/tokens/") => ids.api_token_to_revoke.clone(),
+            "name" if template.starts_with("/v1/roles/") => ROLE.to_owned(),
             "id" if template.ends_with("/suspend") => ids.to_suspend.clone(),
             "id" if template.ends_with("/resume") => ids.to_resume.clone(),
             "id" if template.ends_with("/retire") => ids.to_retire.clone(),
@@ -601,9 +916,9 @@ fn sample_body(method: &str, template: &str, ids: &Ids) -> Value {
         ("post", "/v1/identities/{id}/suspend")
         | ("post", "/v1/identities/{id}/resume")
         | ("post", "/v1/identities/{id}/retire") => json!({ "reason": "openapi test" }),
-        ("put", "/v1/policies") => {
-            json!({ "schema": SCHEMA, "policies": policies(), "comment": "again" })
-        }
+        ("put", "/v1/policies") => json!({
+            "schema": SCHEMA, "policies": governance_policies(&ids.issuer), "comment": "again",
+        }),
         ("post", "/v1/policies/validate") => json!({ "policies": POLICIES }),
         ("post", "/v1/authorize") => read_req(&ids.target, 1),
         ("post", "/v1/authorize/batch") => {
@@ -620,6 +935,36 @@ fn sample_body(method: &str, template: &str, ids: &Ids) -> Value {
         }
         ("post", "/oauth2/revoke") => {
             json!({ "token": ids.token_to_revoke, "token_type_hint": "access_token" })
+        }
+        ("put", "/v1/capabilities/{id}") => capability_sample(&ids.proposer),
+        ("post", "/v1/capabilities/{id}/accept") => {
+            json!({ "statement": "I answer for what this capability proposes." })
+        }
+        ("post", "/v1/capabilities/{id}/review") => {
+            json!({ "note": "decisions reviewed, no overrides needed" })
+        }
+        ("put", "/v1/roles/{name}") => json!({
+            "description": "documented", "privileged": false, "entitlements": ["docs:read"],
+        }),
+        ("put", "/v1/resources/{id}") => json!({
+            "classification": "internal", "privileged": false, "description": "documented",
+        }),
+        ("put", "/v1/tier-policies") => {
+            json!({ "policies": ids.tier_policies, "comment": "the defaults, again" })
+        }
+        ("post", "/v1/tokens") => {
+            json!({ "name": "erin laptop", "human": "erin@example.com", "role": "approver" })
+        }
+        // Tier 4 (`tier4-retire`): a recommendation only; nothing changes.
+        ("post", "/v1/proposals") => proposal_sample(
+            json!({ "kind": "retire_identity", "identity": ids.recommended }),
+            0.9,
+        ),
+        ("post", "/v1/proposals/{id}/approve") | ("post", "/v1/proposals/{id}/perform") => json!({
+            "justification": "reviewed the evidence and the change request", "ticket": "CHG-1234",
+        }),
+        ("post", "/v1/proposals/{id}/reject") | ("post", "/v1/proposals/{id}/override") => {
+            json!({ "justification": "the team still needs this access for the migration" })
         }
         _ => panic!(
             "{} {template} documents a request body but this test has no sample for it",
@@ -694,7 +1039,8 @@ async fn every_documented_operation_is_served_and_answers_as_documented() {
             .get("requestBody")
             .map(|_| sample_body(method, template, &ids));
         let media = request_media(operation);
-        let a = call_as(&server, method, &path, true, body.as_ref(), media).await;
+        let bearer = ids.bearer(method, template);
+        let a = call_with(&server, method, &path, Some(bearer), body.as_ref(), media).await;
         let label = format!("{} {path} ({template})", method.to_uppercase());
         if a.status == 405 {
             failures.push(format!(
@@ -1089,7 +1435,8 @@ async fn documented_request_bodies_match_what_the_server_accepts() {
             let name = req.as_str().expect("name");
             let mut body = sample.clone();
             body.as_object_mut().expect("object").remove(name);
-            let a = call_as(&server, &method, &path, true, Some(&body), media).await;
+            let bearer = ids.bearer(&method, &template);
+            let a = call_with(&server, &method, &path, Some(bearer), Some(&body), media).await;
             if a.status != 400 || !a.text.contains(name) {
                 failures.push(format!(
                     "{label}: without required `{name}` answered {}: {}",
@@ -1120,7 +1467,16 @@ async fn documented_request_bodies_match_what_the_server_accepts() {
         // Undeclared properties are refused.
         let mut body = sample.clone();
         body["undeclared_property"] = json!(1);
-        let a = call(&server, &method, &path, true, Some(&body)).await;
+        let bearer = ids.bearer(&method, &template);
+        let a = call_with(
+            &server,
+            &method,
+            &path,
+            Some(bearer),
+            Some(&body),
+            JSON_MEDIA,
+        )
+        .await;
         if a.status != 400 || !a.text.contains("undeclared_property") {
             failures.push(format!(
                 "{label}: an undeclared property answered {}: {}",

@@ -32,8 +32,8 @@ use warrant_store::TokenRow;
           put_role, list_roles, show_role, put_resource, list_resources,
           get_tier_policies, put_tier_policies, create_token, list_tokens, revoke_token),
     components(schemas(CapabilityRequest, CapabilityView, CapabilityList, AcceptRequest, ReviewRequest,
-                       RoleRequest, RoleView, RoleList, ResourceRequest, ResourceList,
-                       TierPoliciesView, TierPoliciesRequest, TokenRequest, TokenCreated, TokenView, TokenList)),
+                       RoleRequest, RoleView, RoleList, ResourceRequest, ResourceView, ResourceList,
+                       TierPoliciesView, TierPoliciesRequest, ApiTokenRequest, ApiTokenCreated, ApiTokenView, ApiTokenList)),
     tags((name = "governance", description = "AI capabilities, entitlement model, tier policies, human API tokens"))
 )]
 pub struct Doc;
@@ -73,6 +73,19 @@ pub async fn gov_mutate(
         }
         r => Ok(r?),
     }
+}
+
+/// Accepting and reviewing a capability: its owner, holding an owner, approver or admin
+/// token (not an auditor's).
+async fn owner_role(state: &AppState, acting: &Acting, path: &str) -> Result<(), ApiError> {
+    if let Some(role) = &acting.role {
+        if role == "auditor" {
+            let reason = "the `auditor` role reads; it does not accept or review capabilities";
+            audit_refusal(state, &acting.actor.audit(), path, "POST", reason).await;
+            return Err(ApiError::forbidden(reason));
+        }
+    }
+    Ok(())
 }
 
 /// API tokens (any role) may read the governance configuration; AI identities read none.
@@ -227,7 +240,9 @@ pub async fn list_capabilities(
 
 #[utoipa::path(get, path = "/v1/capabilities/{id}", tag = "governance", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = CapabilityView), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = CapabilityView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show_capability(
     State(state): State<AppState>,
     acting: Acting,
@@ -247,7 +262,8 @@ pub async fn show_capability(
 /// Until then the capability cannot propose.
 #[utoipa::path(post, path = "/v1/capabilities/{id}/accept", tag = "governance", request_body = AcceptRequest,
     params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = CapabilityView), (status = 403, description = "not the owner, or not a named human", body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 200, body = CapabilityView), (status = 403, description = "not the owner, or not a named human", body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn accept_capability(
     State(state): State<AppState>,
@@ -255,6 +271,7 @@ pub async fn accept_capability(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AcceptRequest>,
 ) -> Result<Json<CapabilityView>, ApiError> {
+    owner_role(&state, &acting, &format!("/v1/capabilities/{id}/accept")).await?;
     let who = acting.actor.audit();
     let c = gov_mutate(
         &state,
@@ -274,7 +291,8 @@ pub async fn accept_capability(
 /// dropped its autonomy (everything to Tier 3), which this restores.
 #[utoipa::path(post, path = "/v1/capabilities/{id}/review", tag = "governance", request_body = ReviewRequest,
     params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = CapabilityView), (status = 403, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 200, body = CapabilityView), (status = 403, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn review_capability(
     State(state): State<AppState>,
@@ -282,6 +300,7 @@ pub async fn review_capability(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReviewRequest>,
 ) -> Result<Json<CapabilityView>, ApiError> {
+    owner_role(&state, &acting, &format!("/v1/capabilities/{id}/review")).await?;
     let who = acting.actor.audit();
     let c = gov_mutate(
         &state,
@@ -325,7 +344,8 @@ pub struct RoleList {
 /// AI tools propose `create_role` / `modify_role` instead).
 #[utoipa::path(put, path = "/v1/roles/{name}", tag = "governance", request_body = RoleRequest,
     params(("name" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = RoleView), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 200, body = RoleView), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody)))]
 pub async fn put_role(
     State(state): State<AppState>,
@@ -367,7 +387,9 @@ fn role_view(state: &AppState, name: &str) -> Result<Json<RoleView>, ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/roles", tag = "governance", security(("bearer" = [])),
-    responses((status = 200, body = RoleList)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = RoleList)))]
 pub async fn list_roles(
     State(state): State<AppState>,
     acting: Acting,
@@ -390,7 +412,9 @@ pub async fn list_roles(
 
 #[utoipa::path(get, path = "/v1/roles/{name}", tag = "governance", security(("bearer" = [])),
     params(("name" = String, Path)),
-    responses((status = 200, body = RoleView), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = RoleView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show_role(
     State(state): State<AppState>,
     acting: Acting,
@@ -413,23 +437,44 @@ pub struct ResourceRequest {
     pub description: String,
 }
 
+/// A resource of the entitlement model.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResourceView {
+    pub id: String,
+    /// `unclassified`, `public`, `internal`, `confidential` or `restricted`.
+    pub classification: String,
+    pub privileged: bool,
+    pub description: String,
+}
+
+impl ResourceView {
+    fn new(r: &Resource) -> Self {
+        ResourceView {
+            id: r.id.clone(),
+            classification: r.classification.as_str().to_owned(),
+            privileged: r.privileged,
+            description: r.description.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ResourceList {
-    #[schema(value_type = Vec<Object>)]
-    pub items: Vec<Resource>,
+    pub items: Vec<ResourceView>,
 }
 
 /// Declare a resource's data classification and privilege (covers the resources below
 /// it: `s3` covers `s3:bucket-logs`).
 #[utoipa::path(put, path = "/v1/resources/{id}", tag = "governance", request_body = ResourceRequest,
     params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Object), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = ResourceView), (status = 400, body = crate::error::ErrorBody),
+              (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn put_resource(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ResourceRequest>,
-) -> Result<Json<Resource>, ApiError> {
+) -> Result<Json<ResourceView>, ApiError> {
     let resource = Resource {
         id,
         classification: body.classification,
@@ -447,18 +492,25 @@ pub async fn put_resource(
         },
     )
     .await?;
-    Ok(Json(resource))
+    Ok(Json(ResourceView::new(&resource)))
 }
 
 #[utoipa::path(get, path = "/v1/resources", tag = "governance", security(("bearer" = [])),
-    responses((status = 200, body = ResourceList)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = ResourceList)))]
 pub async fn list_resources(
     State(state): State<AppState>,
     acting: Acting,
 ) -> Result<Json<ResourceList>, ApiError> {
     reader(&acting)?;
     let snap = state.snapshot.load();
-    let mut items: Vec<Resource> = snap.gov.resources.values().map(|r| (**r).clone()).collect();
+    let mut items: Vec<ResourceView> = snap
+        .gov
+        .resources
+        .values()
+        .map(|r| ResourceView::new(r))
+        .collect();
     items.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Json(ResourceList { items }))
 }
@@ -494,7 +546,9 @@ fn tier_view(state: &AppState) -> TierPoliciesView {
 }
 
 #[utoipa::path(get, path = "/v1/tier-policies", tag = "governance", security(("bearer" = [])),
-    responses((status = 200, body = TierPoliciesView)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = TierPoliciesView)))]
 pub async fn get_tier_policies(
     State(state): State<AppState>,
     acting: Acting,
@@ -507,7 +561,8 @@ pub async fn get_tier_policies(
 /// The hard floor still applies whatever they say.
 #[utoipa::path(put, path = "/v1/tier-policies", tag = "governance", request_body = TierPoliciesRequest,
     security(("bearer" = [])),
-    responses((status = 200, body = TierPoliciesView), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 200, body = TierPoliciesView), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody)))]
 pub async fn put_tier_policies(
     State(state): State<AppState>,
@@ -546,7 +601,7 @@ pub const TOKEN_ROLES: [&str; 4] = ["admin", "approver", "owner", "auditor"];
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TokenRequest {
+pub struct ApiTokenRequest {
     /// A label (`alice laptop CLI`).
     pub name: String,
     /// The named human the token belongs to (user name or e-mail). Approvals, overrides
@@ -557,7 +612,7 @@ pub struct TokenRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenCreated {
+pub struct ApiTokenCreated {
     pub id: String,
     /// The secret, shown once; only its SHA-256 is stored.
     pub token: String,
@@ -566,7 +621,7 @@ pub struct TokenCreated {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenView {
+pub struct ApiTokenView {
     pub id: String,
     pub name: String,
     pub human: Option<String>,
@@ -576,20 +631,21 @@ pub struct TokenView {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenList {
-    pub items: Vec<TokenView>,
+pub struct ApiTokenList {
+    pub items: Vec<ApiTokenView>,
 }
 
 /// Issue an API token to a named human.
-#[utoipa::path(post, path = "/v1/tokens", tag = "governance", request_body = TokenRequest,
+#[utoipa::path(post, operation_id = "create_api_token", path = "/v1/tokens", tag = "governance", request_body = ApiTokenRequest,
     security(("bearer" = [])),
-    responses((status = 201, body = TokenCreated), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 201, body = ApiTokenCreated), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody)))]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<TokenRequest>,
-) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
+    ApiJson(body): ApiJson<ApiTokenRequest>,
+) -> Result<(StatusCode, Json<ApiTokenCreated>), ApiError> {
     let human = warrant_core::identity::validate_owner(&body.human)
         .map_err(|e| ApiError::bad_request(format!("`human`: {e}")))?;
     if !TOKEN_ROLES.contains(&body.role.as_str()) {
@@ -625,7 +681,7 @@ pub async fn create_token(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(TokenCreated {
+        Json(ApiTokenCreated {
             id,
             token: secret,
             human,
@@ -634,18 +690,20 @@ pub async fn create_token(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/tokens", tag = "governance", security(("bearer" = [])),
-    responses((status = 200, body = TokenList)))]
+#[utoipa::path(get, operation_id = "list_api_tokens", path = "/v1/tokens", tag = "governance", security(("bearer" = [])),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = ApiTokenList)))]
 pub async fn list_tokens(
     State(state): State<AppState>,
     _caller: Caller,
-) -> Result<Json<TokenList>, ApiError> {
+) -> Result<Json<ApiTokenList>, ApiError> {
     let items = state
         .store
         .tokens()
         .await?
         .into_iter()
-        .map(|t| TokenView {
+        .map(|t| ApiTokenView {
             id: t.id,
             name: t.name,
             human: t.human,
@@ -654,18 +712,20 @@ pub async fn list_tokens(
             revoked_at: t.revoked_ms.map(fmt_ms),
         })
         .collect();
-    Ok(Json(TokenList { items }))
+    Ok(Json(ApiTokenList { items }))
 }
 
-#[utoipa::path(post, path = "/v1/tokens/{id}/revoke", tag = "governance", security(("bearer" = [])),
+#[utoipa::path(post, operation_id = "revoke_api_token", path = "/v1/tokens/{id}/revoke", tag = "governance", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = TokenView), (status = 404, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = ApiTokenView), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<TokenView>, ApiError> {
+) -> Result<Json<ApiTokenView>, ApiError> {
     let mut t = state
         .store
         .tokens()
@@ -691,7 +751,7 @@ pub async fn revoke_token(
             unless_active: false,
         })
         .await?;
-    Ok(Json(TokenView {
+    Ok(Json(ApiTokenView {
         id: t.id,
         name: t.name,
         human: t.human,

@@ -30,15 +30,27 @@ pub struct IdentityView {
     /// `active`, `suspended` or `retired`.
     pub state: String,
     pub roles: Vec<String>,
+    /// Entitlements held directly.
     pub entitlements: Vec<String>,
+    /// Everything the identity holds: its own entitlements and those of its roles (what
+    /// decisions see).
+    pub effective_entitlements: Vec<String>,
+    /// How it must authenticate for tokens: `any`, `mtls` or `private_key_jwt`.
+    pub auth_requirement: String,
+    /// Parties it trusts (federated issuers, SPIFFE IDs), as governed by `modify_trust`.
+    pub trust: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
     pub last_used_at: Option<String>,
 }
 
 impl IdentityView {
-    pub fn new(i: &Identity, last_used_ms: Option<i64>) -> Self {
+    pub fn new(i: &Identity, last_used_ms: Option<i64>, snap: &crate::snapshot::Snapshot) -> Self {
+        use warrant_core::governance::assess::{effective_entitlements, Graph};
         IdentityView {
+            effective_entitlements: effective_entitlements(snap, i).into_iter().collect(),
+            auth_requirement: snap.auth_requirement(&i.id).as_str().into(),
+            trust: snap.trust(&i.id),
             id: i.id.clone(),
             name: i.name.clone(),
             kind: i.kind.as_str().into(),
@@ -57,13 +69,9 @@ impl IdentityView {
 }
 
 fn view(state: &AppState, i: &Identity) -> IdentityView {
-    let live = state
-        .snapshot
-        .load()
-        .principals
-        .get(&i.id)
-        .and_then(|e| e.last_used_ms());
-    IdentityView::new(i, live.max(i.last_used_ms))
+    let snap = state.snapshot.load();
+    let live = snap.principals.get(&i.id).and_then(|e| e.last_used_ms());
+    IdentityView::new(i, live.max(i.last_used_ms), &snap)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -171,7 +179,7 @@ pub async fn create(
         .set(state.snapshot.load().principals.len() as i64);
     Ok((
         StatusCode::CREATED,
-        Json(IdentityView::new(&identity, None)),
+        Json(IdentityView::new(&identity, None, &state.snapshot.load())),
     ))
 }
 

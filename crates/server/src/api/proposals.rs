@@ -314,7 +314,9 @@ pub async fn submit(
 /// List proposals, oldest first, filtered by state and capability.
 #[utoipa::path(get, path = "/v1/proposals", tag = "proposals", params(ListQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = ProposalList), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = ProposalList), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     acting: Acting,
@@ -370,7 +372,9 @@ pub async fn list(
 /// One proposal with its assessment, tier decision, approvals and executions.
 #[utoipa::path(get, path = "/v1/proposals/{id}", tag = "proposals", params(("id" = String, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = ProposalView), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = ProposalView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     acting: Acting,
@@ -384,7 +388,9 @@ pub async fn show(
 /// The whole correlation chain the proposal belongs to, with each step's tier and outcome.
 #[utoipa::path(get, path = "/v1/proposals/{id}/chain", tag = "proposals", params(("id" = String, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = ChainView), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = ChainView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn chain(
     State(state): State<AppState>,
     acting: Acting,
@@ -447,6 +453,27 @@ async fn decide(
     op: GovOp,
 ) -> Result<Json<ProposalView>, ApiError> {
     let who = acting.actor.audit();
+    // Control-plane roles: auditors read, they never decide; AI identities never decide
+    // either (the workflow rules refuse them with the precise reason). Issue 6 narrows
+    // `owner` to the owner's own identities and capabilities.
+    let allowed: &[&str] = &["admin", "approver", "owner"];
+    if let Some(role) = &acting.role {
+        if !allowed.contains(&role.as_str()) {
+            let reason = format!(
+                "the `{role}` role may not {action} proposals (needs one of: {})",
+                allowed.join(", ")
+            );
+            audit_refusal(
+                state,
+                &who,
+                &format!("/v1/proposals/{id}/{action}"),
+                "POST",
+                &reason,
+            )
+            .await;
+            return Err(ApiError::forbidden(reason));
+        }
+    }
     let c = gov_mutate(state, &who, &format!("/v1/proposals/{id}/{action}"), op).await?;
     Ok(Json(proposal_outcome(c, state)?))
 }
@@ -455,7 +482,8 @@ async fn decide(
 /// justification and a change ticket). With enough approvals it is executed at once.
 #[utoipa::path(post, path = "/v1/proposals/{id}/approve", tag = "proposals", request_body = DecideRequest,
     params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = ProposalView), (status = 400, description = "justification or ticket missing or invalid", body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 200, body = ProposalView), (status = 400, description = "justification or ticket missing or invalid", body = crate::error::ErrorBody),
               (status = 403, description = "AI identity, unnamed token, requester or beneficiary", body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, description = "not pending, or expired", body = crate::error::ErrorBody)))]
 pub async fn approve(
@@ -476,7 +504,8 @@ pub async fn approve(
 /// Reject a Tier 3 request or a Tier 4 recommendation.
 #[utoipa::path(post, path = "/v1/proposals/{id}/reject", tag = "proposals", request_body = JustifyRequest,
     params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = ProposalView), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 200, body = ProposalView), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn reject(
     State(state): State<AppState>,
@@ -495,7 +524,8 @@ pub async fn reject(
 /// Override a Tier 2 change within its window: its inverse is applied at once.
 #[utoipa::path(post, path = "/v1/proposals/{id}/override", tag = "proposals", request_body = JustifyRequest,
     params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = ProposalView), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 200, body = ProposalView), (status = 400, body = crate::error::ErrorBody),
               (status = 403, description = "not the reviewer or owner, or not a named human", body = crate::error::ErrorBody),
               (status = 409, description = "not in review, or the window has ended", body = crate::error::ErrorBody)))]
 pub async fn override_change(
@@ -515,7 +545,8 @@ pub async fn override_change(
 /// A human performs a Tier 4 recommendation (and owns the change record).
 #[utoipa::path(post, path = "/v1/proposals/{id}/perform", tag = "proposals", request_body = DecideRequest,
     params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = ProposalView), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 200, body = ProposalView), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn perform(
     State(state): State<AppState>,
@@ -535,7 +566,9 @@ pub async fn perform(
 /// Delivery status of the proposal's notifications and connector calls.
 #[utoipa::path(get, path = "/v1/proposals/{id}/deliveries", tag = "proposals", params(("id" = String, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = DeliveryList), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody),
+              (status = 200, body = DeliveryList), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn deliveries(
     State(state): State<AppState>,
     acting: Acting,
