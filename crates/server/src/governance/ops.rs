@@ -623,8 +623,6 @@ async fn submit(tx: &mut dyn WriteTx, ctx: &Ctx<'_>, s: Submission) -> Result<Ap
                 .collect::<String>()
         )));
     }
-    let mut assessment = assess(snap, &s.change).map_err(gov_err)?;
-    check_capability(&cap, &proposer, &s.change, &assessment, s.confidence_pct).map_err(gov_err)?;
     let correlation = match &s.parent {
         Some(parent) => {
             let parent_p = load_proposal(tx, parent).await.map_err(|e| match e {
@@ -647,72 +645,23 @@ async fn submit(tx: &mut dyn WriteTx, ctx: &Ctx<'_>, s: Submission) -> Result<Ap
         .change
         .kind()
         .ok_or_else(|| WriteError::Invalid("this change cannot be proposed".into()))?;
-    let targets: Vec<String> = match s.change.target_identity() {
-        Some(t) => vec![t.to_owned()],
-        None => assessment.identities.clone(),
-    };
-    let thresholds = &snap.gov.thresholds;
-    let view = snap
-        .gov
-        .aggregates
-        .view(&cap.id, &targets, &correlation, thresholds);
-    assessment.aggregates = view.clone();
-    let alerts = crossed(&view, assessment.identities_count, &cap.id, thresholds);
-    let mut escalations = alerts.clone();
-    if autonomy == Autonomy::ReviewOverdue {
-        escalations.push(format!(
-            "capability review overdue (was due at {} ms): autonomy suspended until the owner `{}` records a review",
-            cap.next_review_due_ms().unwrap_or_default(),
-            cap.owner
-        ));
-    }
-    let input = warrant_policy::TierInput {
-        proposal_id: &s.id,
-        capability: &cap.id,
-        proposer: &s.proposer,
-        kind: kind_.as_str(),
-        environment: &assessment.environment,
-        blast_identities: i64::try_from(assessment.identities_count).unwrap_or(i64::MAX),
-        blast_resources: i64::try_from(assessment.resources_count).unwrap_or(i64::MAX),
-        privileged: assessment.privileged,
-        reversible: assessment.reversible,
-        classification: assessment.classification.as_str(),
-        classification_rank: assessment.classification.rank(),
-        confidence_pct: i64::from(s.confidence_pct),
-        targets_ai: assessment.targets_ai,
-        aggregate_capability: i64::try_from(view.capability).unwrap_or(i64::MAX),
-        aggregate_target: i64::try_from(view.target).unwrap_or(i64::MAX),
-        aggregate_overall: i64::try_from(view.overall).unwrap_or(i64::MAX),
-        chain_length: i64::try_from(view.chain_length).unwrap_or(i64::MAX),
-    };
-    let outcome = snap.gov.tier.evaluate(&input);
-    let floor = floor_rules(kind_, &assessment, &ctx.gov.floor);
-    let reasons: Vec<TierReason> = outcome
-        .matches
-        .iter()
-        .map(|m| TierReason {
-            policy: m.policy_id.clone(),
-            tier: m.tier,
-            reason: m.reason.clone(),
-        })
-        .collect();
-    let tier = decide(
-        reasons,
-        outcome.errors.clone(),
-        snap.gov.tier_version,
-        floor,
-        escalations,
-    );
-    let approvals_required = if tier.tier == 3 {
-        outcome
-            .matches
-            .iter()
-            .filter_map(|m| m.approvals)
-            .max()
-            .unwrap_or(1)
-    } else {
-        0
-    };
+    let Tiered {
+        assessment,
+        tier,
+        approvals_required,
+        alerts,
+    } = assess_and_tier(
+        snap,
+        ctx.gov,
+        &cap,
+        &proposer,
+        &s.id,
+        &s.change,
+        s.confidence_pct,
+        &correlation,
+        now,
+    )
+    .map_err(gov_err)?;
     let (state, deadline, notified) = match tier.tier {
         1 => (ProposalState::Executed, None, vec![]),
         2 => (
@@ -839,6 +788,114 @@ async fn submit(tx: &mut dyn WriteTx, ctx: &Ctx<'_>, s: Submission) -> Result<Ap
         drafts,
         effects,
         outcome: Outcome::Proposal(Box::new(p)),
+    })
+}
+
+/// What warrant concluded about a proposal before anything is written.
+#[derive(Debug, Clone)]
+pub struct Tiered {
+    pub assessment: Assessment,
+    pub tier: TierDecision,
+    /// Tier 3: approvals needed (2 under the two-person rule); else 0.
+    pub approvals_required: u8,
+    /// Aggregates this proposal pushes over their thresholds.
+    pub alerts: Vec<String>,
+}
+
+/// Assesses a change (blast radius, privilege, reversibility, classification from the
+/// entitlement graph), checks it against the capability's declaration, takes the
+/// aggregates into account and assigns the tier (tier policies, floor, escalations).
+/// Pure: reads the snapshot only. The cost grows with the change (and the members of a
+/// role it touches), not with the registry.
+#[allow(clippy::too_many_arguments)]
+pub fn assess_and_tier(
+    snap: &crate::snapshot::Snapshot,
+    gov: &super::GovConfig,
+    cap: &Capability,
+    proposer: &warrant_core::identity::Identity,
+    proposal_id: &str,
+    change: &Change,
+    confidence_pct: u8,
+    correlation: &str,
+    now: warrant_core::Millis,
+) -> Result<Tiered, GovError> {
+    let mut assessment = assess(snap, change)?;
+    check_capability(cap, proposer, change, &assessment, confidence_pct)?;
+    let kind_ = change
+        .kind()
+        .ok_or_else(|| GovError::Invalid("this change cannot be proposed".into()))?;
+    let targets: Vec<String> = match change.target_identity() {
+        Some(t) => vec![t.to_owned()],
+        None => assessment.identities.clone(),
+    };
+    let thresholds = &snap.gov.thresholds;
+    let view = snap
+        .gov
+        .aggregates
+        .view(&cap.id, &targets, correlation, thresholds);
+    assessment.aggregates = view.clone();
+    let alerts = crossed(&view, assessment.identities_count, &cap.id, thresholds);
+    let mut escalations = alerts.clone();
+    if cap.autonomy(now) == Autonomy::ReviewOverdue {
+        escalations.push(format!(
+            "capability review overdue (was due at {} ms): autonomy suspended until the owner `{}` records a review",
+            cap.next_review_due_ms().unwrap_or_default(),
+            cap.owner
+        ));
+    }
+    let long = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let input = warrant_policy::TierInput {
+        proposal_id,
+        capability: &cap.id,
+        proposer: &proposer.id,
+        kind: kind_.as_str(),
+        environment: &assessment.environment,
+        blast_identities: long(assessment.identities_count),
+        blast_resources: long(assessment.resources_count),
+        privileged: assessment.privileged,
+        reversible: assessment.reversible,
+        classification: assessment.classification.as_str(),
+        classification_rank: assessment.classification.rank(),
+        confidence_pct: i64::from(confidence_pct),
+        targets_ai: assessment.targets_ai,
+        aggregate_capability: long(view.capability),
+        aggregate_target: long(view.target),
+        aggregate_overall: long(view.overall),
+        chain_length: long(view.chain_length),
+    };
+    let outcome = snap.gov.tier.evaluate(&input);
+    let floor = floor_rules(kind_, &assessment, &gov.floor);
+    let reasons: Vec<TierReason> = outcome
+        .matches
+        .iter()
+        .map(|m| TierReason {
+            policy: m.policy_id.clone(),
+            tier: m.tier,
+            reason: m.reason.clone(),
+        })
+        .collect();
+    let tier = decide(
+        reasons,
+        outcome.errors,
+        snap.gov.tier_version,
+        floor,
+        escalations,
+    );
+    let approvals_required = if tier.tier == 3 {
+        outcome
+            .matches
+            .iter()
+            .filter_map(|m| m.approvals)
+            .max()
+            .unwrap_or(1)
+    } else {
+        0
+    };
+    Ok(Tiered {
+        assessment,
+        tier,
+        approvals_required,
+        alerts,
     })
 }
 
