@@ -1219,3 +1219,197 @@ pub async fn reload_subject(
         _ => state::body::<TierPolicyRow>(&r).map(|t| Effect::TierPolicy(Box::new(t))),
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Snapshot;
+    use std::sync::Arc;
+    use warrant_core::identity::{Identity, NewIdentity};
+    use warrant_policy::PolicyBundle;
+
+    const DAY: i64 = 86_400_000;
+    const NOW: i64 = 1_000 * DAY;
+
+    fn identity(id: &str, kind: &str, owner: &str, ents: &[&str], roles: &[&str]) -> Identity {
+        NewIdentity {
+            name: id.replace('_', "-"),
+            kind: kind.into(),
+            environment: "prod".into(),
+            owner: owner.into(),
+            entitlements: ents.iter().map(|e| (*e).to_owned()).collect(),
+            roles: roles.iter().map(|e| (*e).to_owned()).collect(),
+            ..Default::default()
+        }
+        .into_identity(id.into(), "warrant.local", 0)
+        .unwrap()
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut s = Snapshot::new(Arc::new(PolicyBundle::empty()), 0);
+        s.put_role(
+            "ops",
+            Some(Role {
+                name: "ops".into(),
+                description: String::new(),
+                privileged: true,
+                entitlements: vec!["iam:admin".into()],
+            }),
+        );
+        s.upsert_identity(identity("idn_bot", "ai_tool", "alice", &[], &[]));
+        s.upsert_identity(identity(
+            "idn_etl",
+            "service_account",
+            "bob",
+            &["s3:logs:read"],
+            &["ops"],
+        ));
+        s
+    }
+
+    fn capability(accepted_days_ago: i64, every_days: u32) -> Capability {
+        let mut c = NewCapability {
+            id: "right-sizing".into(),
+            identity: "idn_bot".into(),
+            kinds: vec!["revoke_entitlement".into(), "modify_role".into()],
+            max_blast_radius: 5,
+            owner: "alice".into(),
+            review_every_days: every_days,
+            ..Default::default()
+        }
+        .into_capability("admin", 0, None)
+        .unwrap();
+        c.accepted = Some(Acceptance {
+            by: "alice".into(),
+            at_ms: NOW - accepted_days_ago * DAY,
+            statement: "ok".into(),
+        });
+        c
+    }
+
+    fn tier_of(snap: &Snapshot, cap: &Capability, change: Change, confidence: u8) -> Tiered {
+        let bot = snap.principals["idn_bot"].identity.clone();
+        assess_and_tier(
+            snap,
+            &super::super::GovConfig::default(),
+            cap,
+            &bot,
+            "prp_1",
+            &change,
+            confidence,
+            "prp_1",
+            NOW,
+        )
+        .unwrap()
+    }
+
+    fn revoke() -> Change {
+        Change::RevokeEntitlement {
+            identity: "idn_etl".into(),
+            entitlement: "s3:logs:read".into(),
+        }
+    }
+
+    #[test]
+    fn a_small_revocation_is_tier_1_until_the_review_is_overdue() {
+        let snap = snapshot();
+        let t = tier_of(&snap, &capability(10, 90), revoke(), 95);
+        assert_eq!(t.tier.tier, 1, "{:?}", t.tier);
+        assert!(t.tier.escalations.is_empty());
+        let t = tier_of(&snap, &capability(91, 90), revoke(), 95);
+        assert_eq!(t.tier.tier, 3, "{:?}", t.tier);
+        assert!(
+            t.tier.escalations[0].contains("review overdue"),
+            "{:?}",
+            t.tier
+        );
+        // The policy that matched is still shown.
+        assert_eq!(t.tier.policies[0].policy, "tier1-small-revocation");
+    }
+
+    #[test]
+    fn a_privileged_role_change_needs_two_approvers() {
+        let snap = snapshot();
+        let t = tier_of(
+            &snap,
+            &capability(1, 90),
+            Change::ModifyRole {
+                role: "ops".into(),
+                add: vec!["iam:audit".into()],
+                remove: vec![],
+                privileged: None,
+            },
+            99,
+        );
+        assert_eq!((t.tier.tier, t.approvals_required), (3, 2), "{:?}", t.tier);
+        assert!(t.assessment.privileged);
+        assert_eq!(t.assessment.identities, ["idn_etl"]);
+    }
+
+    #[test]
+    fn crossing_an_aggregate_escalates_with_the_reason() {
+        let mut snap = snapshot();
+        let cap = capability(1, 90);
+        // Five earlier changes to the same target within the window (threshold 5).
+        for i in 0..5 {
+            let mut t = tier_of(&snap, &cap, revoke(), 95);
+            t.assessment.identities_count = 1;
+            let p = Proposal {
+                id: format!("prp_old_{i}"),
+                capability: cap.id.clone(),
+                proposer: "idn_bot".into(),
+                change: revoke(),
+                system: "warrant".into(),
+                evidence: serde_json::json!({}),
+                rationale: "x".into(),
+                confidence_pct: 95,
+                parent: None,
+                correlation: format!("prp_old_{i}"),
+                submitted_ms: NOW - 1_000,
+                assessment: t.assessment,
+                tier: t.tier,
+                state: ProposalState::Executed,
+                approvals_required: 0,
+                approvals: vec![],
+                notified: vec![],
+                deadline_ms: None,
+                decision: None,
+                executions: vec![],
+                deliveries: vec![],
+                updated_ms: NOW - 1_000,
+            };
+            let th = snap.gov.thresholds.clone();
+            snap.gov.aggregates.observe(&p, NOW, &th);
+        }
+        let t = tier_of(&snap, &cap, revoke(), 95);
+        assert_eq!(t.tier.tier, 3, "{:?}", t.tier);
+        assert_eq!(t.alerts.len(), 1, "{:?}", t.alerts);
+        assert!(t.alerts[0].contains("change #6"), "{:?}", t.alerts);
+        assert_eq!(t.assessment.aggregates.target, 5);
+    }
+
+    #[test]
+    fn outside_the_declaration_is_refused() {
+        let snap = snapshot();
+        let bot = snap.principals["idn_bot"].identity.clone();
+        let err = assess_and_tier(
+            &snap,
+            &super::super::GovConfig::default(),
+            &capability(1, 90),
+            &bot,
+            "prp_1",
+            &Change::SuspendIdentity {
+                identity: "idn_etl".into(),
+            },
+            99,
+            "prp_1",
+            NOW,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, GovError::Forbidden(ref m) if m.contains("may not propose suspend_identity")),
+            "{err:?}"
+        );
+    }
+}
