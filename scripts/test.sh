@@ -38,7 +38,7 @@ cargo test ${scope[@]+"${scope[@]}"} "$@" || status=$?
 # must behave exactly as on SQLite.
 if [ "$#" -eq 0 ]; then
     echo "--- integration tests again, every server on PostgreSQL ---" >&2
-    WARRANT_IT_BACKEND=postgres cargo test -p warrant --test it -- e2e:: bad_input:: openapi:: killswitch:: oauth:: ||
+    WARRANT_IT_BACKEND=postgres cargo test -p warrant --test it -- e2e:: bad_input:: openapi:: killswitch:: oauth:: governance:: ||
         status=$?
 fi
 exit "$status"

@@ -61,12 +61,17 @@ impl Default for ApprovalRules {
 }
 
 fn not_party(p: &Proposal, human: &str, what: &str) -> Result<(), GovError> {
-    if human == p.proposer {
+    if human.eq_ignore_ascii_case(&p.proposer) {
         return Err(GovError::Forbidden(format!(
             "the requesting identity may not {what} its own proposal"
         )));
     }
-    if p.assessment.beneficiaries.iter().any(|b| b == human) {
+    // Names compare without case: `Bob@Example.com` is bob.
+    if p.assessment
+        .beneficiaries
+        .iter()
+        .any(|b| b.eq_ignore_ascii_case(human))
+    {
         return Err(GovError::Forbidden(format!(
             "`{human}` benefits from this change (or owns an identity that does) and may not {what} it"
         )));
@@ -128,7 +133,7 @@ pub fn approve(
     }
     open_until(p, now, "approved")?;
     not_party(p, human, "approve")?;
-    if p.approvals.iter().any(|a| a.by == human) {
+    if p.approvals.iter().any(|a| a.by.eq_ignore_ascii_case(human)) {
         return Err(GovError::Conflict(format!(
             "`{human}` approved this proposal already; the two-person rule needs another person"
         )));
@@ -216,7 +221,8 @@ pub fn override_change(
             p.id
         )));
     }
-    if human != cap.reviewer() && human != cap.owner && !p.notified.iter().any(|n| n == human) {
+    let is = |who: &str| who.eq_ignore_ascii_case(human);
+    if !is(cap.reviewer()) && !is(&cap.owner) && !p.notified.iter().any(|n| is(n)) {
         return Err(GovError::Forbidden(format!(
             "only the named reviewer (`{}`) or the capability owner (`{}`) may override this change",
             cap.reviewer(),

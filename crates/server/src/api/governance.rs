@@ -59,7 +59,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
 }
 
-/// Runs a governance op; a refusal by a governance rule (403) is audited.
+/// Runs a governance op; every refusal by a governance rule (4xx) is audited.
 pub async fn gov_mutate(
     state: &AppState,
     acting_actor: &str,
@@ -67,9 +67,15 @@ pub async fn gov_mutate(
     op: GovOp,
 ) -> Result<Committed, ApiError> {
     match state.writer.mutate(Op::Gov(Box::new(op))).await {
-        Err(WriteError::Forbidden(m)) => {
-            audit_refusal(state, acting_actor, what, "POST", &m).await;
-            Err(ApiError::forbidden(m))
+        // Every refusal by a governance rule is recorded: who tried what, and why.
+        Err(
+            e @ (WriteError::Forbidden(_)
+            | WriteError::Invalid(_)
+            | WriteError::Conflict(_)
+            | WriteError::NotFound(_)),
+        ) => {
+            audit_refusal(state, acting_actor, what, "POST", &e.to_string()).await;
+            Err(e.into())
         }
         r => Ok(r?),
     }

@@ -38,13 +38,14 @@ pub fn gov_err(e: GovError) -> WriteError {
 
 /// Plans `change` against `snap` and applies it. `actor` is who caused it (`system` for
 /// tiered and approved changes, `human:<name>` for a performed recommendation); `via`
-/// names the proposal.
+/// names the proposal and who authorized it (approvers, ticket, tier), so each object's
+/// record answers "who approved this?" on its own.
 pub async fn execute(
     tx: &mut dyn WriteTx,
     snap: &Snapshot,
     change: &Change,
     actor: &str,
-    via: &str,
+    via: &serde_json::Value,
     now: Millis,
 ) -> Result<Executed, WriteError> {
     let mutations = plan(snap, change, now).map_err(gov_err)?;
@@ -71,7 +72,7 @@ pub async fn execute(
                     kind,
                     actor,
                     format!("identity:{}", after.id),
-                    json!({ "identity": identity_json(&after), "proposal": via, "change": change.label() }),
+                    json!({ "identity": identity_json(&after), "authorized_by": via, "change": change.label() }),
                 ));
                 out.effects.push(Effect::Identity(after));
             }
@@ -82,7 +83,7 @@ pub async fn execute(
                     RecordKind::EntitlementModelChanged,
                     actor,
                     format!("role:{}", role.name),
-                    json!({ "role": role, "proposal": via, "change": change.label() }),
+                    json!({ "role": role, "authorized_by": via, "change": change.label() }),
                 ));
                 out.effects.push(Effect::Role {
                     name: role.name.clone(),
@@ -97,7 +98,7 @@ pub async fn execute(
                     RecordKind::EntitlementModelChanged,
                     actor,
                     format!("role:{name}"),
-                    json!({ "deleted_role": old, "proposal": via, "change": change.label() }),
+                    json!({ "deleted_role": old, "authorized_by": via, "change": change.label() }),
                 ));
                 out.effects.push(Effect::Role { name, role: None });
             }
@@ -112,7 +113,7 @@ pub async fn execute(
                     RecordKind::EntitlementModelChanged,
                     actor,
                     format!("trust:{identity}"),
-                    json!({ "identity": identity, "trusted": trusted, "proposal": via, "change": change.label() }),
+                    json!({ "identity": identity, "trusted": trusted, "authorized_by": via, "change": change.label() }),
                 ));
                 out.effects.push(Effect::Trust { identity, trusted });
             }
@@ -127,7 +128,7 @@ pub async fn execute(
                     RecordKind::EntitlementModelChanged,
                     actor,
                     format!("auth:{identity}"),
-                    json!({ "identity": identity, "require": require, "proposal": via, "change": change.label() }),
+                    json!({ "identity": identity, "require": require, "authorized_by": via, "change": change.label() }),
                 ));
                 out.effects.push(Effect::Auth { identity, require });
             }

@@ -133,6 +133,21 @@ fn capability<'s>(ctx: &'s Ctx<'_>, id: &str) -> Result<&'s Capability, WriteErr
         .ok_or_else(|| WriteError::NotFound(format!("capability `{id}` is not declared")))
 }
 
+/// Who authorized a proposal's execution, for the records of the objects it changes:
+/// the proposal, its tier and why, and the named humans (approvers, or whoever performed
+/// or overrode it) with justification and ticket.
+fn authority(p: &Proposal) -> serde_json::Value {
+    json!({
+        "proposal": p.id,
+        "capability": p.capability,
+        "proposer": p.proposer,
+        "tier": p.tier.tier,
+        "tier_policies": p.tier.policies.iter().map(|m| &m.policy).collect::<Vec<_>>(),
+        "approvals": p.approvals,
+        "decision": p.decision,
+    })
+}
+
 /// A summary of a proposal for its records.
 fn summary(p: &Proposal) -> serde_json::Value {
     json!({
@@ -159,7 +174,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
             let human = actor
                 .human("accept accountability for a capability")
                 .map_err(gov_err)?;
-            if human != cap.owner {
+            if !human.eq_ignore_ascii_case(&cap.owner) {
                 return Err(WriteError::Forbidden(format!(
                     "only the capability's owner `{}` can accept accountability for it",
                     cap.owner
@@ -197,7 +212,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
         GovOp::ReviewCapability { actor, id, note } => {
             let mut cap = capability(ctx, &id)?.clone();
             let human = actor.human("review a capability").map_err(gov_err)?;
-            if human != cap.owner {
+            if !human.eq_ignore_ascii_case(&cap.owner) {
                 return Err(WriteError::Forbidden(format!(
                     "only the capability's owner `{}` can record its review",
                     cap.owner
@@ -399,7 +414,15 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
             )];
             let mut effects = Vec::new();
             if p.system == "warrant" {
-                let ex = execute(tx, ctx.snap, &inverse, &actor.audit(), &p.id, ctx.now).await?;
+                let ex = execute(
+                    tx,
+                    ctx.snap,
+                    &inverse,
+                    &actor.audit(),
+                    &authority(&p),
+                    ctx.now,
+                )
+                .await?;
                 record_execution(
                     &mut p,
                     ctx,
@@ -442,7 +465,15 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
             let mut effects = Vec::new();
             if p.system == "warrant" {
                 // The human performs the change through warrant and owns the record.
-                let ex = execute(tx, ctx.snap, &p.change.clone(), &by, &p.id, ctx.now).await?;
+                let ex = execute(
+                    tx,
+                    ctx.snap,
+                    &p.change.clone(),
+                    &by,
+                    &authority(&p),
+                    ctx.now,
+                )
+                .await?;
                 record_execution(
                     &mut p,
                     ctx,
@@ -917,7 +948,7 @@ async fn run_change(
         }
         return queue_connector(tx, ctx, p, purpose, &change, drafts).await;
     }
-    match execute(tx, ctx.snap, &p.change.clone(), by, &p.id, ctx.now).await {
+    match execute(tx, ctx.snap, &p.change.clone(), by, &authority(p), ctx.now).await {
         Ok(ex) => {
             record_execution(
                 p,
@@ -949,13 +980,26 @@ fn record_execution(
     by: &str,
     drafts: &mut Vec<RecordDraft>,
 ) {
+    record_execution_after(p, ctx, status, detail, by, 1, drafts);
+}
+
+/// Records an execution result that took `attempts` attempts (connector calls).
+fn record_execution_after(
+    p: &mut Proposal,
+    ctx: &Ctx<'_>,
+    status: &str,
+    detail: &str,
+    by: &str,
+    attempts: u32,
+    drafts: &mut Vec<RecordDraft>,
+) {
     let result = ExecutionResult {
         at_ms: ctx.now,
         system: p.system.clone(),
         status: status.into(),
         detail: detail.into(),
         by: by.into(),
-        attempts: 1,
+        attempts,
     };
     drafts.push(rec(
         RecordKind::Execution,
@@ -1126,10 +1170,8 @@ async fn delivery_done(
                     d.last_error.clone().unwrap_or_default()
                 )
             };
-            record_execution(&mut p, ctx, status, &detail, "system", &mut drafts);
-            if let Some(last) = p.executions.last_mut() {
-                last.attempts = d.attempts;
-            }
+            // The final state first, so the execution record carries it.
+            let mut alert = None;
             match (d.purpose, attempt.ok, p.state) {
                 (Purpose::Apply, true, ProposalState::Executing) => {
                     p.state = ProposalState::Executed
@@ -1140,7 +1182,7 @@ async fn delivery_done(
                     p.deadline_ms = None;
                 }
                 (Purpose::Revert, false, _) => {
-                    drafts.push(rec(
+                    alert = Some(rec(
                         RecordKind::GovernanceAlert,
                         "system",
                         &p.id,
@@ -1149,6 +1191,16 @@ async fn delivery_done(
                 }
                 _ => {}
             }
+            record_execution_after(
+                &mut p,
+                ctx,
+                status,
+                &detail,
+                "system",
+                d.attempts,
+                &mut drafts,
+            );
+            drafts.extend(alert);
             let pr = proposal_row(&p);
             tx.put_object(&pr).await.map_err(store_err)?;
             effects.push(Effect::Proposal(Box::new(p)));
