@@ -108,6 +108,10 @@ pub enum CapabilityCmd {
         /// Largest number of identities one proposal may affect.
         #[arg(long, value_name = "N")]
         max_blast_radius: u32,
+        /// Where its changes may execute (comma-separated): `warrant` and/or configured
+        /// connectors [default: warrant].
+        #[arg(long, value_delimiter = ',', value_name = "SYSTEMS")]
+        systems: Vec<String>,
         /// The accountable human (must accept before the capability can propose).
         #[arg(long, value_name = "EMAIL")]
         owner: String,
@@ -464,6 +468,7 @@ async fn capability(o: &ClientOpts, cmd: CapabilityCmd) -> anyhow::Result<ExitCo
             identity,
             kinds,
             max_blast_radius,
+            systems,
             owner,
             reviewer,
             notify,
@@ -486,8 +491,8 @@ async fn capability(o: &ClientOpts, cmd: CapabilityCmd) -> anyhow::Result<ExitCo
             }
             let mut body = json!({
                 "identity": identity, "kinds": non_empty(kinds),
-                "max_blast_radius": max_blast_radius, "owner": owner,
-                "reviewer": reviewer, "notify": notify,
+                "max_blast_radius": max_blast_radius, "systems": non_empty(systems),
+                "owner": owner, "reviewer": reviewer, "notify": notify,
                 "review_every_days": review_every_days,
                 "conditions": Value::Object(conditions),
             });
@@ -597,6 +602,7 @@ fn capability_fields(v: &Value) -> String {
         ),
         ("notes", s(&cond["notes"])),
         ("max blast radius", s(&cap["max_blast_radius"])),
+        ("systems", s(&cap["systems"])),
         ("owner", s(&cap["owner"])),
         (
             "reviewer",

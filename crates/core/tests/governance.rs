@@ -1043,6 +1043,7 @@ fn new_cap() -> NewCapability {
         kinds: sv(&["grant_entitlement", "revoke_entitlement"]),
         conditions: Conditions::default(),
         max_blast_radius: 2,
+        systems: vec![],
         notify: Some(s("https://hooks.example.org/x?y=1")),
         reviewer: None,
         owner: s("olga"),
@@ -1274,12 +1275,38 @@ fn check_capability_refuses_a_larger_blast_radius() {
     let mut a = assess(&g, &change).unwrap();
     // svc-a, svc-b (prod) and sus (staging): 3 > 2.
     a.environment = s("prod");
+    a.environments = sv(&["prod"]);
     assert_err(
         check_capability(&c, &g.ids["cap-bot"], &change, &a, 100),
         is_forbidden,
         &["3 identities", "maximum blast radius of 2"],
     );
     a.identities_count = 2;
+    assert!(check_capability(&c, &g.ids["cap-bot"], &change, &a, 100).is_ok());
+}
+
+#[test]
+fn a_role_change_reaching_several_environments_needs_all_of_them() {
+    let g = graph();
+    let mut n = new_cap();
+    n.kinds = sv(&["modify_role"]);
+    n.max_blast_radius = 10;
+    let c = n.into_capability("admin", 1, None).unwrap();
+    let change = modify_role("reader", &["public:get"], &[], None);
+    let a = assess(&g, &change).unwrap();
+    assert_eq!(a.environments, sv(&["prod", "staging"]));
+    assert_eq!(a.environment, "*multiple*");
+    // The capability's identity is in prod; the role also reaches staging.
+    assert_err(
+        check_capability(&c, &g.ids["cap-bot"], &change, &a, 100),
+        is_forbidden,
+        &["environment `staging`"],
+    );
+    let mut both = new_cap();
+    both.kinds = sv(&["modify_role"]);
+    both.max_blast_radius = 10;
+    both.conditions.environments = sv(&["prod", "staging"]);
+    let c = both.into_capability("admin", 1, None).unwrap();
     assert!(check_capability(&c, &g.ids["cap-bot"], &change, &a, 100).is_ok());
 }
 

@@ -192,6 +192,8 @@ pub struct Acting {
     pub role: Option<String>,
     /// The access token's scope (empty for API tokens).
     pub scope: Vec<String>,
+    /// The access token was obtained by delegation (it carries an `act` chain).
+    pub delegated: bool,
 }
 
 impl Acting {
@@ -213,6 +215,7 @@ impl FromRequestParts<AppState> for Acting {
                 },
                 role: Some(t.role),
                 scope: vec![],
+                delegated: false,
             },
             Presented::Identity(claims) => {
                 let ai = state
@@ -228,6 +231,7 @@ impl FromRequestParts<AppState> for Acting {
                     },
                     role: None,
                     scope: claims.scope.split(' ').map(str::to_owned).collect(),
+                    delegated: claims.act.is_some(),
                 }
             }
         })

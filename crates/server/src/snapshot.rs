@@ -287,10 +287,10 @@ impl Snapshot {
             Effect::Role { name, role } => self.put_role(&name, role),
             Effect::Resource { id, resource } => match resource {
                 Some(r) => {
-                    self.gov.resources.insert(id, Arc::new(r));
+                    self.gov.resources.insert(id.to_lowercase(), Arc::new(r));
                 }
                 None => {
-                    self.gov.resources.remove(&id);
+                    self.gov.resources.remove(&id.to_lowercase());
                 }
             },
             Effect::Trust { identity, trusted } => {

@@ -1987,7 +1987,8 @@ async fn connector_world(governance: &str) -> (Env, Agent, String) {
     env.declare(
         "idp-hygiene",
         json!({ "identity": bot.id, "owner": "alice@example.com",
-                "kinds": ["revoke_entitlement"], "max_blast_radius": 1 }),
+                "kinds": ["revoke_entitlement"], "max_blast_radius": 1,
+                "systems": ["warrant", "idp"] }),
     )
     .await;
     let alice = env.human("alice@example.com", "owner").await;

@@ -15,6 +15,9 @@ use crate::identity::{Identity, IdentityPatch, IdentityState, Transition};
 use crate::Millis;
 use std::collections::BTreeSet;
 
+/// The tier context's `environment` when a change reaches identities in several.
+pub const MULTIPLE_ENVIRONMENTS: &str = "*multiple*";
+
 /// Read access to the entitlement graph (the server's snapshot implements it).
 pub trait Graph {
     fn identity(&self, id: &str) -> Option<&Identity>;
@@ -66,6 +69,7 @@ pub enum Mutation {
 }
 
 struct Acc {
+    privilege_change: bool,
     identities: BTreeSet<String>,
     resources: BTreeSet<String>,
     privileged_because: Vec<String>,
@@ -77,6 +81,7 @@ struct Acc {
 impl Acc {
     fn new() -> Self {
         Acc {
+            privilege_change: false,
             identities: BTreeSet::new(),
             resources: BTreeSet::new(),
             privileged_because: Vec::new(),
@@ -115,7 +120,12 @@ impl Acc {
         }
     }
 
-    fn finish(mut self, inverse: Option<Change>, environment: String) -> Assessment {
+    fn finish(mut self, inverse: Option<Change>, envs: BTreeSet<String>) -> Assessment {
+        let environment = match envs.len() {
+            0 => String::new(),
+            1 => envs.iter().next().cloned().unwrap_or_default(),
+            _ => MULTIPLE_ENVIRONMENTS.to_owned(),
+        };
         self.privileged_because.sort();
         self.privileged_because.dedup();
         Assessment {
@@ -131,6 +141,8 @@ impl Acc {
             beneficiaries: self.beneficiaries.into_iter().collect(),
             targets_ai: self.targets_ai,
             environment,
+            environments: envs.into_iter().collect(),
+            privilege_change: self.privilege_change,
             aggregates: AggregateView::default(),
         }
     }
@@ -165,14 +177,14 @@ fn members<'g>(g: &'g dyn Graph, role: &str) -> Vec<&'g Identity> {
 /// the current state (unknown target, nothing would change, ...).
 pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
     let mut acc = Acc::new();
-    let mut environment = String::new();
+    let mut envs: BTreeSet<String> = BTreeSet::new();
     let inverse = match change {
         Change::GrantEntitlement {
             identity,
             entitlement,
         } => {
             let i = live_identity(g, identity)?;
-            environment = i.environment.clone();
+            envs.insert(i.environment.clone());
             if effective_entitlements(g, i).contains(entitlement) {
                 return Err(GovError::Conflict(format!(
                     "identity `{identity}` already holds `{entitlement}`"
@@ -191,7 +203,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
             entitlement,
         } => {
             let i = live_identity(g, identity)?;
-            environment = i.environment.clone();
+            envs.insert(i.environment.clone());
             if !i.entitlements.contains(entitlement) {
                 let via: Vec<&str> = i
                     .roles
@@ -243,7 +255,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
             for m in members(g, &role.name) {
                 acc.identity(m);
                 acc.beneficiary(m);
-                environment = m.environment.clone();
+                envs.insert(m.environment.clone());
             }
             Some(Change::DeleteRole {
                 role: role.name.clone(),
@@ -258,7 +270,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
             let ms = members(g, role);
             for m in &ms {
                 acc.identity(m);
-                environment = m.environment.clone();
+                envs.insert(m.environment.clone());
             }
             Some(Change::RestoreRole {
                 role: r.clone(),
@@ -288,6 +300,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
                 .cloned()
                 .collect();
             let flag_changes = privileged.is_some_and(|p| p != r.privileged);
+            acc.privilege_change = flag_changes;
             if add.is_empty() && remove.is_empty() && !flag_changes {
                 return Err(GovError::Conflict(format!(
                     "the change would not modify role `{role}`"
@@ -303,7 +316,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
                 if !add.is_empty() {
                     acc.beneficiary(m);
                 }
-                environment = m.environment.clone();
+                envs.insert(m.environment.clone());
             }
             Some(Change::ModifyRole {
                 role: role.clone(),
@@ -318,7 +331,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
             remove,
         } => {
             let i = live_identity(g, identity)?;
-            environment = i.environment.clone();
+            envs.insert(i.environment.clone());
             let current = g.trust(identity);
             let add: Vec<String> = add
                 .iter()
@@ -350,7 +363,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
         }
         Change::ChangeAuthRequirement { identity, require } => {
             let i = live_identity(g, identity)?;
-            environment = i.environment.clone();
+            envs.insert(i.environment.clone());
             let current = g.auth_requirement(identity);
             if current == *require {
                 return Err(GovError::Conflict(format!(
@@ -370,7 +383,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
         }
         Change::SuspendIdentity { identity } | Change::RetireIdentity { identity } => {
             let i = live_identity(g, identity)?;
-            environment = i.environment.clone();
+            envs.insert(i.environment.clone());
             let retire = matches!(change, Change::RetireIdentity { .. });
             if !retire && i.state != IdentityState::Active {
                 return Err(GovError::Conflict(format!(
@@ -392,7 +405,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
         }
         Change::ResumeIdentity { identity } => {
             let i = live_identity(g, identity)?;
-            environment = i.environment.clone();
+            envs.insert(i.environment.clone());
             acc.identity(i);
             acc.beneficiary(i);
             Some(Change::SuspendIdentity {
@@ -405,7 +418,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
                 if let Some(m) = g.identity(id) {
                     acc.identity(m);
                     acc.beneficiary(m);
-                    environment = m.environment.clone();
+                    envs.insert(m.environment.clone());
                 }
             }
             Some(Change::DeleteRole {
@@ -413,7 +426,7 @@ pub fn assess(g: &dyn Graph, change: &Change) -> Result<Assessment, GovError> {
             })
         }
     };
-    Ok(acc.finish(inverse, environment))
+    Ok(acc.finish(inverse, envs))
 }
 
 fn patched(i: &Identity, patch: IdentityPatch, now: Millis) -> Result<Mutation, GovError> {
@@ -625,18 +638,17 @@ pub fn check_capability(
             assessment.identities_count, cap.id, cap.max_blast_radius
         )));
     }
-    if !assessment.environment.is_empty() {
+    // Every environment the change reaches must be one the capability may act in.
+    for env in &assessment.environments {
         let allowed = if cap.conditions.environments.is_empty() {
-            assessment.environment == cap_identity.environment
+            *env == cap_identity.environment
         } else {
-            cap.conditions
-                .environments
-                .contains(&assessment.environment)
+            cap.conditions.environments.contains(env)
         };
         if !allowed {
             return Err(GovError::Forbidden(format!(
-                "capability `{}` may not propose changes in environment `{}`",
-                cap.id, assessment.environment
+                "capability `{}` may not propose changes in environment `{env}`",
+                cap.id
             )));
         }
     }

@@ -445,6 +445,10 @@ pub struct Capability {
     pub conditions: Conditions,
     /// Largest blast radius (identities whose effective access changes) of one proposal.
     pub max_blast_radius: u32,
+    /// Where its changes may be executed: `warrant` (the entitlement store) and/or
+    /// configured connectors.
+    #[serde(default = "default_systems")]
+    pub systems: Vec<String>,
     /// Webhook URL for notifications about its proposals (Slack-compatible).
     pub notify: Option<String>,
     /// The named human who reviews its Tier 2 changes (default: the owner).
@@ -458,6 +462,10 @@ pub struct Capability {
     pub created_ms: Millis,
     pub created_by: String,
     pub updated_ms: Millis,
+}
+
+fn default_systems() -> Vec<String> {
+    vec!["warrant".to_owned()]
 }
 
 /// How much a capability may do on its own right now.
@@ -518,6 +526,8 @@ pub struct NewCapability {
     pub kinds: Vec<String>,
     pub conditions: Conditions,
     pub max_blast_radius: u32,
+    /// Empty: `warrant` only.
+    pub systems: Vec<String>,
     pub notify: Option<String>,
     pub reviewer: Option<String>,
     pub owner: String,
@@ -586,6 +596,11 @@ impl NewCapability {
         if let Some(url) = &self.notify {
             check_webhook_url(url)?;
         }
+        let systems = if self.systems.is_empty() {
+            default_systems()
+        } else {
+            normalized_list("systems", self.systems)?
+        };
         let owner = self.owner.trim().to_owned();
         // The owner accepted a scope: anything wider needs a new acceptance.
         let keep_acceptance = previous.is_some_and(|p| {
@@ -598,9 +613,11 @@ impl NewCapability {
                         .all(|e| p.conditions.environments.contains(e))
             };
             p.owner == owner
+                && p.reviewer == self.reviewer.as_ref().map(|r| r.trim().to_owned())
                 && p.identity == self.identity
                 && kinds.iter().all(|k| p.kinds.contains(k))
                 && self.max_blast_radius <= p.max_blast_radius
+                && systems.iter().all(|x| p.systems.contains(x))
                 && environments_within
                 && self.conditions.min_confidence_pct >= p.conditions.min_confidence_pct
         });
@@ -615,6 +632,7 @@ impl NewCapability {
                 notes: self.conditions.notes,
             },
             max_blast_radius: self.max_blast_radius,
+            systems,
             notify: self.notify,
             reviewer: self.reviewer.map(|r| r.trim().to_owned()),
             owner,
@@ -632,6 +650,25 @@ impl NewCapability {
             created_by: previous.map_or_else(|| by.to_owned(), |p| p.created_by.clone()),
             updated_ms: now,
         })
+    }
+}
+
+/// A webhook URL as it may be shown and recorded: scheme and host, and a digest to tell
+/// URLs apart. The path is left out: it often is the secret (Slack incoming webhooks).
+pub fn redacted_webhook(url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let digest = hex::encode(&Sha256::digest(url.as_bytes())[..6]);
+    format!("{scheme}://{host}/… (sha256:{digest})")
+}
+
+impl Capability {
+    /// The capability as shown and recorded: its webhook URL redacted.
+    pub fn redacted(&self) -> Capability {
+        let mut c = self.clone();
+        c.notify = c.notify.as_deref().map(redacted_webhook);
+        c
     }
 }
 
@@ -751,7 +788,15 @@ pub struct Assessment {
     /// Identities that would gain access, and their owners (they may not approve).
     pub beneficiaries: Vec<String>,
     pub targets_ai: bool,
+    /// The environment of the identities reached (`*multiple*` for several, empty for
+    /// none).
     pub environment: String,
+    /// Every environment of the identities reached.
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// The change makes a role privileged or not privileged any more.
+    #[serde(default)]
+    pub privilege_change: bool,
     pub aggregates: AggregateView,
 }
 

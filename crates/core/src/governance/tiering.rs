@@ -49,6 +49,23 @@ pub fn floor_rules(kind: ChangeKind, a: &Assessment, floor: &Floor) -> Vec<Strin
     out
 }
 
+/// Every floor rule for a proposal: [`floor_rules`], plus the rules that need to know who
+/// proposes: a change that makes a role privileged (or not), an irreversible change, and
+/// a change from which the proposing identity itself would gain access.
+pub fn floor_for(kind: ChangeKind, a: &Assessment, floor: &Floor, proposer: &str) -> Vec<String> {
+    let mut out = floor_rules(kind, a, floor);
+    if a.privilege_change {
+        out.push("floor: change of a role's privileged flag".into());
+    }
+    if !a.reversible {
+        out.push("floor: irreversible change (no inverse to revert it)".into());
+    }
+    if a.beneficiaries.iter().any(|b| b == proposer) {
+        out.push("floor: the proposing identity would gain access itself".into());
+    }
+    out
+}
+
 /// Combines policy matches, floor and escalations into the tier decision.
 /// `policy_errors` (a tier policy that failed to evaluate) escalate: fail closed.
 pub fn decide(

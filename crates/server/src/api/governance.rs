@@ -121,6 +121,9 @@ pub struct CapabilityRequest {
     pub conditions: Option<Conditions>,
     /// Largest number of identities one proposal may affect.
     pub max_blast_radius: u32,
+    /// Where its changes may execute: `warrant` (default) and/or configured connectors.
+    #[serde(default)]
+    pub systems: Vec<String>,
     /// Webhook (Slack-compatible) for its notifications.
     pub notify: Option<String>,
     /// Named human who reviews its Tier 2 changes (default: the owner).
@@ -149,7 +152,8 @@ impl CapabilityView {
             accepted_at: c.accepted.as_ref().map(|a| fmt_ms(a.at_ms)),
             last_review_at: c.last_review_ms.map(fmt_ms),
             next_review_due: c.next_review_due_ms().map(fmt_ms),
-            capability: c.clone(),
+            // The webhook URL's path may be its secret: never shown.
+            capability: c.redacted(),
         }
     }
 }
@@ -204,6 +208,7 @@ pub async fn put_capability(
         kinds: body.kinds,
         conditions: body.conditions.unwrap_or_default(),
         max_blast_radius: body.max_blast_radius,
+        systems: body.systems,
         notify: body.notify,
         reviewer: body.reviewer,
         owner: body.owner,

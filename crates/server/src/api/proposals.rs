@@ -239,6 +239,11 @@ pub async fn submit(
         audit_refusal(&state, &who, "/v1/proposals", "POST", reason).await;
         return Err(ApiError::forbidden(reason));
     };
+    if acting.delegated {
+        let reason = "a delegated access token (with an `act` chain) cannot submit proposals: the capability's own identity submits them";
+        audit_refusal(&state, &who, "/v1/proposals", "POST", reason).await;
+        return Err(ApiError::forbidden(reason));
+    }
     if !acting.scope.iter().any(|s| s == PROPOSE_SCOPE) {
         let reason = format!("the access token lacks the `{PROPOSE_SCOPE}` scope");
         audit_refusal(&state, &who, "/v1/proposals", "POST", &reason).await;
@@ -410,6 +415,10 @@ pub async fn chain(
         } else {
             load(&state, pid).await?
         };
+        // An identity's token sees only its own steps of a chain.
+        if may_read(&acting, &step).is_err() {
+            continue;
+        }
         if step.state.counts() {
             total += step.assessment.identities_count;
         }

@@ -119,6 +119,14 @@ fn who(p: &Proposal) -> String {
     }
 }
 
+/// Slack's escaping for text from elsewhere (the AI's rationale): `&`, `<`, `>` — so it
+/// cannot carry links, mentions or `<!channel>`.
+pub fn mrkdwn_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// A Slack-compatible message (`text` + Block Kit `blocks`) about a proposal that needs a
 /// human; the `warrant` member carries the machine-readable facts.
 pub fn slack_payload(p: &Proposal, cap: &Capability) -> serde_json::Value {
@@ -149,7 +157,7 @@ pub fn slack_payload(p: &Proposal, cap: &Capability) -> serde_json::Value {
         a.privileged,
         a.reversible,
         a.classification.as_str(),
-        p.rationale.chars().take(500).collect::<String>(),
+        mrkdwn_escape(&p.rationale.chars().take(500).collect::<String>()),
     );
     json!({
         "text": format!("warrant: {headline} — proposal {}", p.id),
@@ -264,11 +272,23 @@ pub async fn tick(state: &AppState, client: &reqwest::Client) {
                     tracing::warn!(proposal = %row.id, error = %e, "proposal timer failed; retrying next tick");
                 }
             }
-            kind::DELIVERY => {
-                if let Some(d) = state::body::<Delivery>(&row) {
-                    sends.push(d);
+            kind::DELIVERY => match state::body::<Delivery>(&row) {
+                Some(d) => sends.push(d),
+                // Undecodable: the writer takes it out of the queue and raises an alert.
+                None => {
+                    let _ = state
+                        .writer
+                        .mutate(Op::Gov(Box::new(GovOp::DeliveryDone {
+                            id: row.id.clone(),
+                            attempt: Attempt {
+                                ok: false,
+                                status: None,
+                                error: Some("undecodable".into()),
+                            },
+                        })))
+                        .await;
                 }
-            }
+            },
             _ => {}
         }
     }

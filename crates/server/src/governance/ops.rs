@@ -12,7 +12,7 @@ use serde_json::json;
 use warrant_core::audit::{RecordDraft, RecordKind};
 use warrant_core::governance::aggregate::crossed;
 use warrant_core::governance::assess::{assess, check_capability};
-use warrant_core::governance::tiering::{decide, floor_rules};
+use warrant_core::governance::tiering::{decide, floor_for};
 use warrant_core::governance::workflow::{self, Actor, Approved, TimerOutcome};
 use warrant_core::governance::*;
 use warrant_core::identity::IdentityState;
@@ -107,11 +107,39 @@ fn rec(kind: RecordKind, actor: &str, proposal: &str, payload: serde_json::Value
     draft(kind, actor, format!("proposal:{proposal}"), payload)
 }
 
+/// A stored object that does not decode (corrupt, or written by a newer version) refuses
+/// the one op that needs it, never the whole batch.
 fn decoded<T: serde::de::DeserializeOwned>(
     row: &warrant_store::ObjectRow,
 ) -> Result<T, WriteError> {
     state::body(row).ok_or_else(|| {
-        WriteError::Unavailable(format!("stored {} `{}` does not decode", row.kind, row.id))
+        WriteError::Conflict(format!(
+            "stored {} `{}` does not decode (written by another version, or damaged)",
+            row.kind, row.id
+        ))
+    })
+}
+
+/// Takes an undecodable object out of the timer queue (it would fire forever) and raises
+/// an alert for a human to look at.
+async fn quarantine(
+    tx: &mut dyn WriteTx,
+    mut row: warrant_store::ObjectRow,
+    now: warrant_core::Millis,
+) -> Result<Applied, WriteError> {
+    row.due_ms = None;
+    row.state = "undecodable".into();
+    row.updated_ms = now;
+    tx.put_object(&row).await.map_err(store_err)?;
+    Ok(Applied {
+        drafts: vec![draft(
+            RecordKind::GovernanceAlert,
+            "system",
+            format!("{}:{}", row.kind, row.id),
+            json!({ "alert": "undecodable", "kind": row.kind, "id": row.id, "action": "the stored object does not decode; its timer was stopped; inspect it" }),
+        )],
+        effects: vec![],
+        outcome: Outcome::None,
     })
 }
 
@@ -131,6 +159,52 @@ fn capability<'s>(ctx: &'s Ctx<'_>, id: &str) -> Result<&'s Capability, WriteErr
         .get(id)
         .map(|c| &**c)
         .ok_or_else(|| WriteError::NotFound(format!("capability `{id}` is not declared")))
+}
+
+/// Before a human authorizes a stored proposal: the graph may have changed since it was
+/// assessed (a role gained members, a resource was reclassified). A change that now
+/// reaches more than what was assessed and tiered is refused (propose it again), and
+/// whoever would now gain access may not approve it either.
+fn recheck(p: &mut Proposal, ctx: &Ctx<'_>) -> Result<(), WriteError> {
+    if p.system != "warrant"
+        || !matches!(
+            p.state,
+            ProposalState::PendingApproval | ProposalState::Recommended
+        )
+    {
+        return Ok(());
+    }
+    // A change that no longer fits at all fails at execution, with the reason.
+    let Ok(fresh) = assess(ctx.snap, &p.change) else {
+        return Ok(());
+    };
+    let was = &p.assessment;
+    if fresh.identities_count > was.identities_count
+        || (fresh.privileged && !was.privileged)
+        || fresh.classification > was.classification
+        || fresh
+            .environments
+            .iter()
+            .any(|e| !was.environments.contains(e))
+    {
+        return Err(WriteError::Conflict(format!(
+            "the change now reaches more than when it was assessed ({} identities, privileged: {}, {} data, environments {:?}; assessed: {}, {}, {}, {:?}); reject it so that it is proposed and tiered again",
+            fresh.identities_count,
+            fresh.privileged,
+            fresh.classification.as_str(),
+            fresh.environments,
+            was.identities_count,
+            was.privileged,
+            was.classification.as_str(),
+            was.environments,
+        )));
+    }
+    for b in fresh.beneficiaries {
+        if !p.assessment.beneficiaries.contains(&b) {
+            p.assessment.beneficiaries.push(b);
+        }
+    }
+    Ok(())
 }
 
 /// Who authorized a proposal's execution, for the records of the objects it changes:
@@ -259,6 +333,14 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
         }
         GovOp::PutResource { actor, resource } => {
             let resource = resource.validated().map_err(gov_err)?;
+            if let Some(other) = ctx.snap.gov.resources.get(&resource.id.to_lowercase()) {
+                if other.id != resource.id {
+                    return Err(WriteError::Conflict(format!(
+                        "resource `{}` exists already (resources match without case)",
+                        other.id
+                    )));
+                }
+            }
             let row = object_row(kind::RESOURCE, &resource.id, "active", &resource, ctx.now);
             tx.put_object(&row).await.map_err(store_err)?;
             Ok(Applied {
@@ -332,6 +414,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
             ticket,
         } => {
             let mut p = load_proposal(tx, &id).await?;
+            recheck(&mut p, ctx)?;
             let approved = workflow::approve(
                 &mut p,
                 &actor,
@@ -397,6 +480,20 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
         } => {
             let mut p = load_proposal(tx, &id).await?;
             let cap = capability(ctx, &p.capability)?.clone();
+            // A suspension's inverse resumes the identity: if it changed again since (an
+            // admin acted on it), resuming could undo that too; a human decides instead.
+            // (Entitlement and role inverses touch only what the change touched.)
+            if let (true, Change::SuspendIdentity { identity }) = (p.system == "warrant", &p.change)
+            {
+                let applied_at = p.executions.first().map_or(p.submitted_ms, |e| e.at_ms);
+                if let Some(e) = ctx.snap.principals.get(identity) {
+                    if e.identity.updated_ms > applied_at {
+                        return Err(WriteError::Conflict(format!(
+                            "identity `{identity}` changed again after it was suspended; resuming it could undo that, so resume it by hand"
+                        )));
+                    }
+                }
+            }
             let inverse = workflow::override_change(
                 &mut p,
                 &cap,
@@ -433,6 +530,18 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
                 );
                 drafts.extend(ex.drafts);
                 effects.extend(ex.effects);
+            } else if let Some(pending) = pending_apply(tx, &p).await? {
+                // The change has not reached the external system yet: cancel its
+                // delivery instead of sending a revert that could overtake it.
+                cancel_delivery(tx, pending, ctx.now).await?;
+                record_execution(
+                    &mut p,
+                    ctx,
+                    "cancelled",
+                    "the change had not reached the external system; its delivery was cancelled",
+                    &actor.audit(),
+                    &mut drafts,
+                );
             } else {
                 queue_connector(tx, ctx, &mut p, Purpose::Revert, &inverse, &mut drafts).await?;
             }
@@ -445,6 +554,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
             ticket,
         } => {
             let mut p = load_proposal(tx, &id).await?;
+            recheck(&mut p, ctx)?;
             let human = workflow::perform(
                 &mut p,
                 &actor,
@@ -495,7 +605,14 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
             finish(tx, p, drafts, effects).await
         }
         GovOp::Timer { id } => {
-            let mut p = load_proposal(tx, &id).await?;
+            let row = tx
+                .get_object(kind::PROPOSAL, &id)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| WriteError::NotFound(format!("proposal `{id}` not found")))?;
+            let Some(mut p) = state::body::<Proposal>(&row) else {
+                return quarantine(tx, row, ctx.now).await;
+            };
             let Some(outcome) = workflow::timer(&p, ctx.now) else {
                 return Ok(Applied {
                     drafts: vec![],
@@ -507,13 +624,24 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
                 TimerOutcome::Ratify => {
                     p.state = ProposalState::Ratified;
                     let notifications = delivery_summaries(tx, &p).await?;
+                    let notified_at = notifications
+                        .iter()
+                        .filter(|n| n["purpose"] == "notify")
+                        .filter_map(|n| n["delivered_ms"].as_i64())
+                        .min();
+                    let via = if notifications.iter().any(|n| n["purpose"] == "notify") {
+                        "webhook"
+                    } else {
+                        "none: no webhook configured (the change was listed for review only)"
+                    };
                     vec![draft(
                         RecordKind::ProposalRatified,
                         "system",
                         format!("proposal:{}", p.id),
                         json!({
                             "reviewer": p.notified,
-                            "notified_at_ms": p.submitted_ms,
+                            "notified_via": via,
+                            "notified_at_ms": notified_at,
                             "notifications": notifications,
                             "window_ended_ms": p.deadline_ms,
                             "reviewer_acted": false,
@@ -564,7 +692,7 @@ async fn capability_applied(
     );
     tx.put_object(&row).await.map_err(store_err)?;
     if let Some(o) = payload.as_object_mut() {
-        o.insert("capability".into(), json!(cap));
+        o.insert("capability".into(), json!(cap.redacted()));
     }
     Ok(Applied {
         drafts: vec![draft(
@@ -643,6 +771,14 @@ async fn submit(tx: &mut dyn WriteTx, ctx: &Ctx<'_>, s: Submission) -> Result<Ap
         .ok_or_else(|| {
             WriteError::Forbidden(format!("identity `{}` is not registered", s.proposer))
         })?;
+    if !cap.systems.contains(&s.system) {
+        return Err(WriteError::Forbidden(format!(
+            "capability `{}` may not execute in `{}`; it declared: {}",
+            cap.id,
+            s.system,
+            cap.systems.join(", ")
+        )));
+    }
     if s.system != "warrant" && !ctx.gov.connectors.contains_key(&s.system) {
         return Err(WriteError::Invalid(format!(
             "system `{}` has no connector configured; known: warrant{}",
@@ -895,7 +1031,7 @@ pub fn assess_and_tier(
         chain_length: long(view.chain_length),
     };
     let outcome = snap.gov.tier.evaluate(&input);
-    let floor = floor_rules(kind_, &assessment, &gov.floor);
+    let floor = floor_for(kind_, &assessment, &gov.floor, &proposer.id);
     let reasons: Vec<TierReason> = outcome
         .matches
         .iter()
@@ -1058,6 +1194,35 @@ async fn notify(
     Ok(())
 }
 
+/// The proposal's connector delivery that applies it, if still waiting to be delivered.
+async fn pending_apply(
+    tx: &mut dyn WriteTx,
+    p: &Proposal,
+) -> Result<Option<delivery::Delivery>, WriteError> {
+    for id in &p.deliveries {
+        if let Some(row) = tx.get_object(kind::DELIVERY, id).await.map_err(store_err)? {
+            if let Some(d) = state::body::<delivery::Delivery>(&row) {
+                if d.purpose == Purpose::Apply && d.status == "pending" {
+                    return Ok(Some(d));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+async fn cancel_delivery(
+    tx: &mut dyn WriteTx,
+    mut d: delivery::Delivery,
+    now: warrant_core::Millis,
+) -> Result<(), WriteError> {
+    d.status = "cancelled".into();
+    d.done_ms = Some(now);
+    let mut row = object_row(kind::DELIVERY, &d.id, &d.status, &d, now);
+    row.created_ms = d.created_ms;
+    tx.put_object(&row).await.map_err(store_err)
+}
+
 async fn delivery_summaries(
     tx: &mut dyn WriteTx,
     p: &Proposal,
@@ -1103,7 +1268,26 @@ async fn delivery_done(
     let Some(row) = tx.get_object(kind::DELIVERY, id).await.map_err(store_err)? else {
         return Err(WriteError::NotFound(format!("delivery `{id}` not found")));
     };
-    let mut d: delivery::Delivery = decoded(&row)?;
+    let Some(mut d) = state::body::<delivery::Delivery>(&row) else {
+        return quarantine(tx, row, ctx.now).await;
+    };
+    if d.status == "cancelled" && d.purpose == Purpose::Apply && attempt.ok {
+        // Sent before the override cancelled it, and applied: revert it now.
+        let mut p = load_proposal(tx, &d.proposal).await?;
+        let mut drafts = vec![rec(
+            RecordKind::GovernanceAlert,
+            "system",
+            &p.id,
+            json!({ "alert": "applied_after_override", "delivery": d.id, "action": "the connector applied the change although it was overridden; its inverse is being sent" }),
+        )];
+        if let Some(inverse) = p.assessment.inverse.clone() {
+            queue_connector(tx, ctx, &mut p, Purpose::Revert, &inverse, &mut drafts).await?;
+        }
+        return finish(tx, p, drafts, vec![]).await.map(|mut a| {
+            a.outcome = Outcome::None;
+            a
+        });
+    }
     if d.status != "pending" {
         return Ok(Applied {
             drafts: vec![],
@@ -1172,10 +1356,23 @@ async fn delivery_done(
             };
             // The final state first, so the execution record carries it.
             let mut alert = None;
+            let mut revert_now = None;
             match (d.purpose, attempt.ok, p.state) {
                 (Purpose::Apply, true, ProposalState::Executing) => {
                     p.state = ProposalState::Executed
                 }
+                (Purpose::Apply, true, ProposalState::Overridden) => {
+                    // Overridden while the apply was being retried: revert it now.
+                    revert_now = p.assessment.inverse.clone();
+                    alert = Some(rec(
+                        RecordKind::GovernanceAlert,
+                        "system",
+                        &p.id,
+                        json!({ "alert": "applied_after_override", "delivery": d.id, "action": "the connector applied the change after it was overridden; its inverse is being sent" }),
+                    ));
+                }
+                // Overridden and never applied: nothing to do, it stays overridden.
+                (Purpose::Apply, false, ProposalState::Overridden) => {}
                 (Purpose::Apply, false, _) => {
                     // The external system did not apply it; warrant applied nothing of it.
                     p.state = ProposalState::Failed;
@@ -1200,6 +1397,9 @@ async fn delivery_done(
                 d.attempts,
                 &mut drafts,
             );
+            if let Some(inverse) = revert_now {
+                queue_connector(tx, ctx, &mut p, Purpose::Revert, &inverse, &mut drafts).await?;
+            }
             drafts.extend(alert);
             let pr = proposal_row(&p);
             tx.put_object(&pr).await.map_err(store_err)?;
@@ -1268,7 +1468,7 @@ pub async fn reload_subject(
             identity: a.identity,
             require: a.require,
         }),
-        _ => state::body::<TierPolicyRow>(&r).map(|t| Effect::TierPolicy(Box::new(t))),
+        _ => Some(Effect::TierPolicy(Box::new(state::tier_policy_or_none(&r)))),
     })
 }
 

@@ -66,6 +66,18 @@ pub struct TierPolicyRow {
     pub at_ms: Millis,
 }
 
+/// A stored tier-policy version; one that does not decode becomes an empty policy set
+/// (fail closed: every proposal Tier 3 or above), keeping its version number.
+pub fn tier_policy_or_none(row: &ObjectRow) -> TierPolicyRow {
+    decode::<TierPolicyRow>(row).unwrap_or_else(|| TierPolicyRow {
+        version: row.id.parse().unwrap_or(0),
+        text: String::new(),
+        comment: "undecodable stored version: no tier policy applies".into(),
+        by: "system".into(),
+        at_ms: row.updated_ms,
+    })
+}
+
 pub fn tier_policy_id(version: u64) -> String {
     format!("{version:012}")
 }
@@ -75,6 +87,7 @@ pub struct Gov {
     pub roles: imbl::HashMap<String, Arc<Role>>,
     /// Role name → identities listing it (any state; kept in step with the principals).
     pub role_members: imbl::HashMap<String, imbl::HashSet<String>>,
+    /// Keyed by the lower-cased id.
     pub resources: imbl::HashMap<String, Arc<Resource>>,
     pub trust: imbl::HashMap<String, Arc<Vec<String>>>,
     pub auth: imbl::HashMap<String, AuthRequirement>,
@@ -177,7 +190,7 @@ impl Gov {
         for row in store.all_objects(kind::RESOURCE).await? {
             if row.state != DELETED {
                 if let Some(r) = decode::<Resource>(&row) {
-                    g.resources.insert(r.id.clone(), Arc::new(r));
+                    g.resources.insert(r.id.to_lowercase(), Arc::new(r));
                 }
             }
         }
@@ -197,9 +210,7 @@ impl Gov {
             }
         }
         if let Some(row) = store.all_objects(kind::TIER_POLICY).await?.last() {
-            if let Some(t) = decode::<TierPolicyRow>(row) {
-                g.set_tier_policy(&t);
-            }
+            g.set_tier_policy(&tier_policy_or_none(row));
         }
         for row in store.all_objects(kind::PROPOSAL).await? {
             if row.created_ms > now - thresholds.window_ms.max(thresholds.chain_window_ms) {
@@ -246,8 +257,10 @@ impl Graph for Snapshot {
             .unwrap_or_default()
     }
 
+    /// Resources match without case (`S3:Prod` is `s3:prod`): a differently-cased
+    /// entitlement must not escape its classification.
     fn resource(&self, id: &str) -> Option<&Resource> {
-        self.gov.resources.get(id).map(|r| &**r)
+        self.gov.resources.get(&id.to_lowercase()).map(|r| &**r)
     }
 
     fn trust(&self, identity: &str) -> Vec<String> {
