@@ -91,6 +91,8 @@ pub enum Command {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of one variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum CapabilityCmd {
     /// Declare (or replace) a capability. A new owner, identity or kind, or a larger blast
     /// radius, needs the owner's acceptance again.

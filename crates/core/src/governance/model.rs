@@ -659,7 +659,8 @@ pub fn redacted_webhook(url: &str) -> String {
     use sha2::{Digest, Sha256};
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let digest = hex::encode(&Sha256::digest(url.as_bytes())[..6]);
+    let full = Sha256::digest(url.as_bytes());
+    let digest = hex::encode(full.get(..6).unwrap_or_default());
     format!("{scheme}://{host}/… (sha256:{digest})")
 }
 
