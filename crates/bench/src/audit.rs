@@ -85,6 +85,7 @@ pub(crate) async fn append_to(
             trust_domain: "warrant.local".into(),
             synced_size,
             key_wrap: Arc::new(warrant_server::credentials::KeyWrap::derive(key)?),
+            gov: Arc::new(warrant_server::governance::GovConfig::default()),
         },
     );
 

@@ -45,6 +45,17 @@ impl ServerProc {
         durability: &str,
         database: Option<&str>,
     ) -> anyhow::Result<Self> {
+        Self::start_full(bin, data_dir, durability, database, None).await
+    }
+
+    /// Like [`ServerProc::start_with`], with a config file (`--config`) when given.
+    pub async fn start_full(
+        bin: &Path,
+        data_dir: &Path,
+        durability: &str,
+        database: Option<&str>,
+        config: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let stderr_path = data_dir.with_extension("stderr.log");
@@ -55,14 +66,17 @@ impl ServerProc {
             Some(url) => cmd.env("WARRANT_DATABASE", url),
             None => cmd.env_remove("WARRANT_DATABASE"),
         };
-        let child = cmd
-            .arg("serve")
+        cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--durability")
-            .arg(durability)
+            .arg(durability);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let child = cmd
             .env_remove("WARRANT_CONFIG")
             .env("WARRANT_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "warn")
@@ -241,9 +255,9 @@ struct TaskOut {
     hist: Histogram<u64>,
 }
 
-type Sender = http1::SendRequest<Full<Bytes>>;
+pub(crate) type Sender = http1::SendRequest<Full<Bytes>>;
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;

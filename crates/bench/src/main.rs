@@ -11,6 +11,7 @@ mod http;
 mod load;
 mod pg;
 mod pg_base;
+mod proposals;
 mod scale;
 mod sqlite_base;
 mod tokens;
@@ -48,6 +49,9 @@ enum Cmd {
     Pg(PgArgs),
     /// The token endpoint over HTTP vs bare Ed25519 signing.
     Tokens(TokensArgs),
+    /// AI change proposals over HTTP (assessed, tiered, executed or stored) with a large
+    /// registry, vs `/v1/authorize` on the same server.
+    Proposals(ProposalsArgs),
     /// Everything above with moderate defaults; prints a markdown report (`pg` only when
     /// a PostgreSQL server is given or can be started).
     All(AllArgs),
@@ -61,6 +65,30 @@ struct TokensArgs {
     /// Tokens to request (each with its own client assertion).
     #[arg(long, default_value_t = 20_000)]
     tokens: usize,
+}
+
+#[derive(Args, Clone)]
+struct ProposalsArgs {
+    #[command(flatten)]
+    bin: BinArg,
+    /// Registered identities (targets of the proposals).
+    #[arg(long, default_value_t = 100_000)]
+    identities: usize,
+    /// Concurrent clients (connections), one run each per tier.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    connections: Vec<usize>,
+    /// Seconds per load run.
+    #[arg(long, default_value_t = 8)]
+    duration: u64,
+    /// Upper bound on proposals per run.
+    #[arg(long, default_value_t = 50_000)]
+    max_per_run: usize,
+    /// Server durability (`full` fsyncs every group commit).
+    #[arg(long, default_value = "full")]
+    durability: String,
+    /// Sets `governance.chain_window_secs` in the server's config [default: the server's].
+    #[arg(long)]
+    chain_window_secs: Option<u64>,
 }
 
 #[derive(Args, Clone)]
@@ -333,6 +361,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             println!("{head}\n## tokens\n\n{}", o.markdown);
+        }
+        Cmd::Proposals(a) => {
+            let o = proposals::run(
+                &base,
+                &proposals::Opts {
+                    warrant_bin: a.bin.path(),
+                    identities: a.identities,
+                    connections: a.connections.clone(),
+                    duration: Duration::from_secs(a.duration),
+                    max_per_run: a.max_per_run,
+                    durability: a.durability.clone(),
+                    chain_window_secs: a.chain_window_secs,
+                },
+            )
+            .await?;
+            println!("{head}\n## proposals\n\n{}", o.markdown);
+            if o.errors > 0 {
+                anyhow::bail!("{} requests failed", o.errors);
+            }
         }
         Cmd::All(a) => all(&base, a).await?,
     }

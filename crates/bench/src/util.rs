@@ -124,7 +124,12 @@ pub async fn stop_inproc(server: Server) -> anyhow::Result<()> {
 
 /// Puts the benchmark policies through the writer (as `PUT /v1/policies` does).
 pub async fn put_policy(state: &AppState) -> anyhow::Result<()> {
-    let bundle = PolicyBundle::compile(SCHEMA, POLICIES)
+    put_policies(state, POLICIES).await
+}
+
+/// Puts `policies` (against [`SCHEMA`]) through the writer.
+pub async fn put_policies(state: &AppState, policies: &str) -> anyhow::Result<()> {
+    let bundle = PolicyBundle::compile(SCHEMA, policies)
         .map_err(|e| anyhow!("benchmark policies do not compile: {e:?}"))?;
     state
         .writer
@@ -146,6 +151,17 @@ pub async fn create_identities(
     to: usize,
     concurrency: usize,
 ) -> anyhow::Result<Vec<String>> {
+    create_identities_with(state, from, to, concurrency, new_identity).await
+}
+
+/// [`create_identities`] with identity number `i` registered as `make(i)`.
+pub async fn create_identities_with(
+    state: &AppState,
+    from: usize,
+    to: usize,
+    concurrency: usize,
+    make: fn(usize) -> NewIdentity,
+) -> anyhow::Result<Vec<String>> {
     let ids: Arc<Vec<String>> = Arc::new((from..to).map(|i| format!("idn_bench{i:08}")).collect());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -164,7 +180,7 @@ pub async fn create_identities(
                     .mutate(Op::CreateIdentity {
                         actor: "admin:tok_env".into(),
                         id: id.clone(),
-                        new: new_identity(from + k),
+                        new: make(from + k),
                     })
                     .await
                     .map_err(|e| anyhow!("create identity {id}: {e}"))?;

@@ -195,12 +195,21 @@ impl Snapshot {
         self.by_spiffe
             .insert(identity.spiffe_id.clone(), identity.id.clone());
         let id = identity.id.clone();
+        // The role index holds identities that can still hold access: not retired ones.
+        let indexed = |i: &Identity| {
+            if i.state == IdentityState::Retired {
+                Vec::new()
+            } else {
+                i.roles.clone()
+            }
+        };
         let before: Vec<String> = self
             .principals
             .get(&id)
-            .map(|e| e.identity.roles.clone())
+            .map(|e| indexed(&e.identity))
             .unwrap_or_default();
-        for r in before.iter().filter(|r| !identity.roles.contains(r)) {
+        let after = indexed(&identity);
+        for r in before.iter().filter(|r| !after.contains(r)) {
             if let Some(mut m) = self.gov.role_members.get(r).cloned() {
                 m.remove(&id);
                 if m.is_empty() {
@@ -210,7 +219,7 @@ impl Snapshot {
                 }
             }
         }
-        for r in identity.roles.iter().filter(|r| !before.contains(r)) {
+        for r in after.iter().filter(|r| !before.contains(r)) {
             let mut m = self.gov.role_members.get(r).cloned().unwrap_or_default();
             m.insert(id.clone());
             self.gov.role_members.insert(r.clone(), m);

@@ -68,6 +68,8 @@ pub struct Aggregates {
     by_target: imbl::HashMap<String, u64>,
     overall: u64,
     chains: imbl::HashMap<String, Chain>,
+    /// (last activity, correlation) of every chain: expiry pops the oldest, O(log n).
+    chain_ages: imbl::OrdSet<(Millis, String)>,
 }
 
 fn add(map: &mut imbl::HashMap<String, u64>, key: &str, n: u64) {
@@ -123,7 +125,13 @@ impl Aggregates {
             chain
                 .members
                 .insert(p.id.clone(), if p.state.counts() { blast } else { 0 });
+            let before = chain.last_ms;
             chain.last_ms = chain.last_ms.max(p.submitted_ms);
+            if before != chain.last_ms || !self.chains.contains_key(&p.correlation) {
+                self.chain_ages.remove(&(before, p.correlation.clone()));
+                self.chain_ages
+                    .insert((chain.last_ms, p.correlation.clone()));
+            }
             self.chains.insert(p.correlation.clone(), chain);
         }
         self.expire(now, t);
@@ -137,13 +145,12 @@ impl Aggregates {
             }
             self.remove_entry(&(at, id));
         }
-        if self
-            .chains
-            .values()
-            .any(|c| c.last_ms <= now - t.chain_window_ms)
-        {
-            self.chains
-                .retain(|_, c| c.last_ms > now - t.chain_window_ms);
+        while let Some((at, correlation)) = self.chain_ages.get_min().cloned() {
+            if at > now - t.chain_window_ms {
+                break;
+            }
+            self.chain_ages.remove(&(at, correlation.clone()));
+            self.chains.remove(&correlation);
         }
     }
 

@@ -22,8 +22,13 @@ pub const MULTIPLE_ENVIRONMENTS: &str = "*multiple*";
 pub trait Graph {
     fn identity(&self, id: &str) -> Option<&Identity>;
     fn role(&self, name: &str) -> Option<&Role>;
-    /// Ids of the identities that hold the role (any state).
+    /// Ids of the identities that hold the role (implementations may leave retired
+    /// identities out; they are skipped anyway).
     fn role_members(&self, name: &str) -> Vec<String>;
+    /// How many identities `role_members` would return, without listing them.
+    fn role_member_count(&self, name: &str) -> usize {
+        self.role_members(name).len()
+    }
     fn resource(&self, id: &str) -> Option<&Resource>;
     /// The parties an identity trusts.
     fn trust(&self, identity: &str) -> Vec<String>;

@@ -11,7 +11,7 @@ use crate::writer::WriteError;
 use serde_json::json;
 use warrant_core::audit::{RecordDraft, RecordKind};
 use warrant_core::governance::aggregate::crossed;
-use warrant_core::governance::assess::{assess, check_capability};
+use warrant_core::governance::assess::{assess, check_capability, Graph};
 use warrant_core::governance::tiering::{decide, floor_for};
 use warrant_core::governance::workflow::{self, Actor, Approved, TimerOutcome};
 use warrant_core::governance::*;
@@ -986,6 +986,22 @@ pub fn assess_and_tier(
     correlation: &str,
     now: warrant_core::Millis,
 ) -> Result<Tiered, GovError> {
+    // A role change reaches every member: refuse one beyond the declared blast radius
+    // before walking a role of (say) 100,000 members inside the writer.
+    let reaches_members = match change {
+        Change::DeleteRole { .. } => true,
+        Change::ModifyRole { add, remove, .. } => !add.is_empty() || !remove.is_empty(),
+        _ => false,
+    };
+    if let (true, Some(role)) = (reaches_members, change.target_role()) {
+        let members = snap.role_member_count(role);
+        if members > cap.max_blast_radius as usize {
+            return Err(GovError::Forbidden(format!(
+                "the change would alter the access of {members} identities; capability `{}` declared a maximum blast radius of {}",
+                cap.id, cap.max_blast_radius
+            )));
+        }
+    }
     let mut assessment = assess(snap, change)?;
     check_capability(cap, proposer, change, &assessment, confidence_pct)?;
     let kind_ = change

@@ -85,7 +85,8 @@ pub fn tier_policy_id(version: u64) -> String {
 #[derive(Clone)]
 pub struct Gov {
     pub roles: imbl::HashMap<String, Arc<Role>>,
-    /// Role name → identities listing it (any state; kept in step with the principals).
+    /// Role name → identities listing it that are not retired (kept in step with the
+    /// principals).
     pub role_members: imbl::HashMap<String, imbl::HashSet<String>>,
     /// Keyed by the lower-cased id.
     pub resources: imbl::HashMap<String, Arc<Resource>>,
@@ -255,6 +256,10 @@ impl Graph for Snapshot {
                 v
             })
             .unwrap_or_default()
+    }
+
+    fn role_member_count(&self, name: &str) -> usize {
+        self.gov.role_members.get(name).map_or(0, |m| m.len())
     }
 
     /// Resources match without case (`S3:Prod` is `s3:prod`): a differently-cased
