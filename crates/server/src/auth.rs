@@ -83,6 +83,16 @@ enum Presented {
     Identity(crate::credentials::jwt::AccessClaims),
 }
 
+/// Whether a registered identity is an AI identity (agent or AI tool).
+fn is_ai(state: &AppState, id: &str) -> bool {
+    state
+        .snapshot
+        .load()
+        .principals
+        .get(id)
+        .is_some_and(|e| e.identity.kind.is_ai())
+}
+
 fn looks_like_jwt(s: &str) -> bool {
     !s.starts_with(TOKEN_PREFIX) && s.split('.').count() == 3
 }
@@ -159,12 +169,7 @@ impl FromRequestParts<AppState> for Caller {
                 Err(ApiError::forbidden(reason))
             }
             Presented::Identity(claims) => {
-                let ai = state
-                    .snapshot
-                    .load()
-                    .principals
-                    .get(&claims.sub)
-                    .is_some_and(|e| e.identity.kind.is_ai());
+                let ai = is_ai(state, &claims.sub);
                 let reason = format!(
                     "{} `{}` may not change warrant's configuration, policies, capabilities or entitlements directly; AI tools submit proposals (POST /v1/proposals)",
                     if ai { "AI identity" } else { "identity" },
@@ -218,12 +223,7 @@ impl FromRequestParts<AppState> for Acting {
                 delegated: false,
             },
             Presented::Identity(claims) => {
-                let ai = state
-                    .snapshot
-                    .load()
-                    .principals
-                    .get(&claims.sub)
-                    .is_some_and(|e| e.identity.kind.is_ai());
+                let ai = is_ai(state, &claims.sub);
                 Acting {
                     actor: Actor::Identity {
                         id: claims.sub.clone(),

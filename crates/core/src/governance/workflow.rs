@@ -91,6 +91,21 @@ fn justification(j: &str, rules: &ApprovalRules) -> Result<String, GovError> {
     Ok(j.to_owned())
 }
 
+/// A change-ticket reference: required, and valid by the configured check.
+fn ticket_ref<'t>(
+    ticket: &'t str,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<&'t str, GovError> {
+    let ticket = ticket.trim();
+    if ticket.is_empty() {
+        return Err(GovError::Invalid(
+            "a change-ticket reference is required".into(),
+        ));
+    }
+    check(ticket).map_err(GovError::Invalid)?;
+    Ok(ticket)
+}
+
 fn open_until(p: &Proposal, now: Millis, what: &str) -> Result<(), GovError> {
     if let Some(d) = p.deadline_ms {
         if now >= d {
@@ -139,13 +154,7 @@ pub fn approve(
         )));
     }
     let justification = justification(justification_text, rules)?;
-    let ticket = ticket.trim();
-    if ticket.is_empty() {
-        return Err(GovError::Invalid(
-            "a change-ticket reference is required".into(),
-        ));
-    }
-    ticket_check(ticket).map_err(GovError::Invalid)?;
+    let ticket = ticket_ref(ticket, ticket_check)?;
     p.approvals.push(Approval {
         by: human.to_owned(),
         at_ms: now,
@@ -266,13 +275,7 @@ pub fn perform(
     open_until(p, now, "performed")?;
     not_party(p, &human, "perform")?;
     let justification = justification(justification_text, rules)?;
-    let ticket = ticket.trim();
-    if ticket.is_empty() {
-        return Err(GovError::Invalid(
-            "a change-ticket reference is required".into(),
-        ));
-    }
-    ticket_check(ticket).map_err(GovError::Invalid)?;
+    let ticket = ticket_ref(ticket, ticket_check)?;
     p.decision = Some(HumanAction {
         by: human.clone(),
         at_ms: now,
