@@ -92,10 +92,7 @@ fn justification(j: &str, rules: &ApprovalRules) -> Result<String, GovError> {
 }
 
 /// A change-ticket reference: required, and valid by the configured check.
-fn ticket_ref<'t>(
-    ticket: &'t str,
-    check: impl Fn(&str) -> Result<(), String>,
-) -> Result<&'t str, GovError> {
+fn ticket_ref(ticket: &str, check: impl Fn(&str) -> Result<(), String>) -> Result<&str, GovError> {
     let ticket = ticket.trim();
     if ticket.is_empty() {
         return Err(GovError::Invalid(
