@@ -456,6 +456,8 @@ async fn gov_replica(url: &str) -> Server {
         admin_token: Some(TOKEN.into()),
         governance: warrant_server::governance::GovConfig {
             override_window_ms: 300,
+            // Tier 2 needs a channel to notify the reviewer (nobody answers here).
+            notify_url: Some("http://127.0.0.1:9/unwatched".into()),
             ..Default::default()
         },
         ..Config::default()

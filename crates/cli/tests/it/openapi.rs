@@ -664,6 +664,8 @@ fn capability_sample(proposer: &str) -> Value {
         "description": "documented", "identity": proposer,
         "kinds": ["revoke_entitlement", "modify_trust", "retire_identity"],
         "max_blast_radius": 5, "owner": OWNER,
+        // Tier 2 needs a channel to notify the reviewer (nobody answers here).
+        "notify": "http://127.0.0.1:9/unwatched",
     })
 }
 

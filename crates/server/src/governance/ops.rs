@@ -1064,6 +1064,14 @@ pub fn assess_and_tier(
         floor,
         escalations,
     );
+    let mut tier = tier;
+    if tier.tier == 2 && cap.notify.is_none() && gov.notify_url.is_none() {
+        // Tier 2 promises a notified reviewer; with nowhere to notify, fail closed.
+        tier.escalations.push(
+            "no notification channel (capability `notify` or `[governance] notify_url`): the reviewer of a Tier 2 change could not be notified".into(),
+        );
+        tier.tier = 3;
+    }
     let approvals_required = if tier.tier == 3 {
         outcome
             .matches
@@ -1594,6 +1602,35 @@ mod tests {
         );
         // The policy that matched is still shown.
         assert_eq!(t.tier.policies[0].policy, "tier1-small-revocation");
+    }
+
+    #[test]
+    fn tier_2_without_a_notification_channel_is_escalated() {
+        let mut snap = snapshot();
+        // One entitlement on confidential data: Tier 2 by the default policies.
+        snap.gov.resources.insert(
+            "s3:logs".into(),
+            Arc::new(Resource {
+                id: "s3:logs".into(),
+                classification: Classification::Confidential,
+                privileged: false,
+                description: String::new(),
+            }),
+        );
+        let mut cap = capability(1, 90);
+        let t = tier_of(&snap, &cap, revoke(), 95);
+        assert_eq!(t.tier.tier, 3, "{:?}", t.tier);
+        assert!(
+            t.tier
+                .escalations
+                .iter()
+                .any(|e| e.contains("no notification channel")),
+            "{:?}",
+            t.tier
+        );
+        cap.notify = Some("https://hooks.example/x".into());
+        let t = tier_of(&snap, &cap, revoke(), 95);
+        assert_eq!(t.tier.tier, 2, "{:?}", t.tier);
     }
 
     #[test]
