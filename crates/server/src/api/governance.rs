@@ -81,17 +81,24 @@ pub async fn gov_mutate(
     }
 }
 
-/// Accepting and reviewing a capability: its owner, holding an owner, approver or admin
-/// token (not an auditor's).
-async fn owner_role(state: &AppState, acting: &Acting, path: &str) -> Result<(), ApiError> {
-    if let Some(role) = &acting.role {
-        if role == "auditor" {
-            let reason = "the `auditor` role reads; it does not accept or review capabilities";
-            audit_refusal(state, &acting.actor.audit(), path, "POST", reason).await;
-            return Err(ApiError::forbidden(reason));
-        }
+/// Accepting or reviewing a capability: by its owner, holding an owner, approver or admin
+/// token (not an auditor's); refusals audited.
+async fn owner_action(
+    state: &AppState,
+    acting: &Acting,
+    id: &str,
+    action: &str,
+    op: GovOp,
+) -> Result<Json<CapabilityView>, ApiError> {
+    let path = format!("/v1/capabilities/{id}/{action}");
+    let who = acting.actor.audit();
+    if acting.role.as_deref() == Some("auditor") {
+        let reason = "the `auditor` role reads; it does not accept or review capabilities";
+        audit_refusal(state, &who, &path, "POST", reason).await;
+        return Err(ApiError::forbidden(reason));
     }
-    Ok(())
+    let c = gov_mutate(state, &who, &path, op).await?;
+    Ok(Json(capability_outcome(c, state.clock.now_ms())?))
 }
 
 /// API tokens (any role) may read the governance configuration; AI identities read none.
@@ -282,20 +289,12 @@ pub async fn accept_capability(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AcceptRequest>,
 ) -> Result<Json<CapabilityView>, ApiError> {
-    owner_role(&state, &acting, &format!("/v1/capabilities/{id}/accept")).await?;
-    let who = acting.actor.audit();
-    let c = gov_mutate(
-        &state,
-        &who,
-        &format!("/v1/capabilities/{id}/accept"),
-        GovOp::AcceptCapability {
-            actor: acting.actor,
-            id,
-            statement: body.statement,
-        },
-    )
-    .await?;
-    Ok(Json(capability_outcome(c, state.clock.now_ms())?))
+    let op = GovOp::AcceptCapability {
+        actor: acting.actor.clone(),
+        id: id.clone(),
+        statement: body.statement,
+    };
+    owner_action(&state, &acting, &id, "accept", op).await
 }
 
 /// The owner records a review of the capability's decisions; an overdue review had
@@ -311,20 +310,12 @@ pub async fn review_capability(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ReviewRequest>,
 ) -> Result<Json<CapabilityView>, ApiError> {
-    owner_role(&state, &acting, &format!("/v1/capabilities/{id}/review")).await?;
-    let who = acting.actor.audit();
-    let c = gov_mutate(
-        &state,
-        &who,
-        &format!("/v1/capabilities/{id}/review"),
-        GovOp::ReviewCapability {
-            actor: acting.actor,
-            id,
-            note: body.note,
-        },
-    )
-    .await?;
-    Ok(Json(capability_outcome(c, state.clock.now_ms())?))
+    let op = GovOp::ReviewCapability {
+        actor: acting.actor.clone(),
+        id: id.clone(),
+        note: body.note,
+    };
+    owner_action(&state, &acting, &id, "review", op).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
