@@ -60,6 +60,17 @@ pub enum Command {
         #[arg(long)]
         justification: String,
     },
+    /// Ratify a Tier 2 change before its override window ends (as its named reviewer or
+    /// the capability owner): it stands, and the record says the reviewer acted.
+    Ratify {
+        #[command(flatten)]
+        client: ClientOpts,
+        /// Proposal id (`prp_…`).
+        id: String,
+        /// What was checked (recorded in the audit log).
+        #[arg(long)]
+        justification: String,
+    },
     /// API tokens of named humans (approvers, owners, auditors, admins).
     Token {
         #[command(flatten)]
@@ -439,6 +450,19 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &client,
                 &id,
                 "override",
+                json!({ "justification": justification }),
+            )
+            .await
+        }
+        Command::Ratify {
+            client,
+            id,
+            justification,
+        } => {
+            decide(
+                &client,
+                &id,
+                "ratify",
                 json!({ "justification": justification }),
             )
             .await

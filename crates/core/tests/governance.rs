@@ -17,7 +17,8 @@ use warrant_core::governance::assess::{
 };
 use warrant_core::governance::tiering::{decide, floor_rules, Floor, DEFAULT_TIER};
 use warrant_core::governance::workflow::{
-    approve, override_change, perform, reject, timer, Actor, ApprovalRules, Approved, TimerOutcome,
+    approve, override_change, perform, ratify, reject, timer, Actor, ApprovalRules, Approved,
+    TimerOutcome,
 };
 use warrant_core::governance::*;
 use warrant_core::identity::{Identity, IdentityState, NewIdentity};
@@ -2372,6 +2373,35 @@ fn override_by_reviewer_owner_or_notified_returns_the_inverse() {
         assert_eq!((d.by.as_str(), d.action.as_str()), (who, "override"));
         assert_eq!(p.updated_ms, 9_999);
     }
+}
+
+#[test]
+fn the_reviewer_ratifies_within_the_window_only() {
+    let (mut p, c) = in_review();
+    ratify(&mut p, &c, &human("rita"), JUST, 9_999, &rules()).unwrap();
+    assert_eq!(p.state, ProposalState::Ratified);
+    let d = p.decision.clone().unwrap();
+    assert_eq!((d.by.as_str(), d.action.as_str()), ("rita", "ratify"));
+    // Ratified: neither the timer nor an override touches it any more.
+    assert_eq!(timer(&p, 20_000), None);
+    assert_err(
+        override_change(&mut p, &c, &human("rita"), JUST, 9_999, &rules()),
+        is_conflict,
+        &["ratified"],
+    );
+    let (base, c) = in_review();
+    let mut p = base.clone();
+    assert_err(
+        ratify(&mut p, &c, &human("mallory"), JUST, 500, &rules()),
+        is_forbidden,
+        &["rita"],
+    );
+    assert_err(
+        ratify(&mut p, &c, &human("rita"), JUST, 10_000, &rules()),
+        is_conflict,
+        &["ended"],
+    );
+    assert_eq!(p, base);
 }
 
 #[test]

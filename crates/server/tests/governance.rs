@@ -309,3 +309,80 @@ async fn reconciliation_is_tiered_notified_ratified_and_traced() {
     assert!(got[0].0.contains_key("warrant-signature"));
     assert!(got[0].0.contains_key("idempotency-key"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reviewer_can_ratify_a_tier_2_change_before_its_window_ends() {
+    let hook = receiver(200).await;
+    let env = start(GovConfig::default()).await;
+    let optimizer = env
+        .identity("access-optimizer", "ai_tool", "alice@example.com", &[])
+        .await;
+    let svc = env
+        .identity(
+            "etl",
+            "service_account",
+            "bob@example.com",
+            &["s3:logs:read"],
+        )
+        .await;
+    let alice = env.human("alice@example.com", "owner").await;
+    let carol = env.human("carol@example.com", "approver").await;
+    env.admin(
+        "PUT",
+        "/v1/capabilities/right-sizing",
+        json!({ "identity": optimizer, "kinds": ["revoke_entitlement"], "max_blast_radius": 5,
+                "owner": "alice@example.com", "notify": hook.url }),
+    )
+    .await;
+    let (s, _) = env
+        .call_as(
+            &alice,
+            "POST",
+            "/v1/capabilities/right-sizing/accept",
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let agent = env.agent_token(&optimizer, "warrant:propose");
+    let (s, b) = env
+        .call_as(
+            &agent,
+            "POST",
+            "/v1/proposals",
+            json!({ "capability": "right-sizing",
+                    "change": { "kind": "revoke_entitlement", "identity": svc, "entitlement": "s3:logs:read" },
+                    "rationale": "unused", "confidence": 0.8 }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["proposal"]["state"], "in_review", "{b}");
+    let id = b["proposal"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/proposals/{id}/ratify");
+    let why = json!({ "justification": "checked: the job that used it was decommissioned" });
+    // Neither the AI nor another human may ratify.
+    let (s, _) = env.call_as(&agent, "POST", &path, why.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, b) = env.call_as(&carol, "POST", &path, why.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    // The owner (the reviewer by default) does: it stands, and the record says so.
+    let (s, b) = env.call_as(&alice, "POST", &path, why.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["proposal"]["state"], "ratified");
+    assert_eq!(b["proposal"]["decision"]["by"], "alice@example.com");
+    let records = env
+        .admin(
+            "GET",
+            &format!("/v1/audit?subject=proposal:{id}&kind=proposal.ratified"),
+            Value::Null,
+        )
+        .await;
+    let r = &records["items"][0];
+    assert_eq!(r["actor"], "human:alice@example.com", "{records}");
+    assert_eq!(r["payload"]["reviewer_acted"], true);
+    // Once ratified it can no longer be overridden, and the timer leaves it alone.
+    let (s, _) = env
+        .call_as(&alice, "POST", &format!("/v1/proposals/{id}/override"), why)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(env.entitlements(&svc).await.is_empty());
+}

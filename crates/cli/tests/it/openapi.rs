@@ -76,6 +76,7 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/proposals/{id}/approve"),
     ("POST", "/v1/proposals/{id}/reject"),
     ("POST", "/v1/proposals/{id}/override"),
+    ("POST", "/v1/proposals/{id}/ratify"),
     ("POST", "/v1/proposals/{id}/perform"),
     ("GET", "/v1/proposals/{id}/deliveries"),
     ("GET", "/healthz"),
@@ -563,6 +564,7 @@ struct Ids {
     proposal_to_approve: String,
     proposal_to_reject: String,
     proposal_to_override: String,
+    proposal_to_ratify: String,
     proposal_to_perform: String,
     /// The bearer token of the operations the admin token may not perform: (lower-case
     /// method, path template) → token. The others use [`ADMIN_TOKEN`].
@@ -752,6 +754,7 @@ async fn populate(server: &Server) -> Ids {
     // Proposals, each on an identity of its own (`create_identity` gives each the one
     // entitlement `docs:write`).
     let reviewed = create_identity(&c, "reviewed", "dev", &[]).await;
+    let ratified = create_identity(&c, "ratified", "dev", &[]).await;
     let trusting = create_identity(&c, "trusting", "dev", &[]).await;
     let distrusting = create_identity(&c, "distrusting", "dev", &[]).await;
     let retiree = create_identity(&c, "retiree", "dev", &[]).await;
@@ -760,6 +763,16 @@ async fn populate(server: &Server) -> Ids {
     let revoke =
         json!({ "kind": "revoke_entitlement", "identity": reviewed, "entitlement": "docs:write" });
     let proposal_to_override = submit(
+        server,
+        &proposer_token,
+        &proposal_sample(revoke, 0.85),
+        2,
+        "in_review",
+    )
+    .await;
+    let revoke =
+        json!({ "kind": "revoke_entitlement", "identity": ratified, "entitlement": "docs:write" });
+    let proposal_to_ratify = submit(
         server,
         &proposer_token,
         &proposal_sample(revoke, 0.85),
@@ -801,6 +814,7 @@ async fn populate(server: &Server) -> Ids {
         ("post", "/v1/capabilities/{id}/accept", &owner_token),
         ("post", "/v1/capabilities/{id}/review", &owner_token),
         ("post", "/v1/proposals/{id}/override", &owner_token),
+        ("post", "/v1/proposals/{id}/ratify", &owner_token),
         ("post", "/v1/proposals/{id}/approve", &approver_token),
         ("post", "/v1/proposals/{id}/reject", &approver_token),
         ("post", "/v1/proposals/{id}/perform", &approver_token),
@@ -833,6 +847,7 @@ async fn populate(server: &Server) -> Ids {
         proposal_to_approve,
         proposal_to_reject,
         proposal_to_override,
+        proposal_to_ratify,
         proposal_to_perform,
         bearers,
     };
@@ -879,6 +894,8 @@ fn concrete_path(template: &str, ids: &Ids) -> String {
                     ids.proposal_to_reject.clone()
                 } else if template.ends_with("/override") {
                     ids.proposal_to_override.clone()
+                } else if template.ends_with("/ratify") {
+                    ids.proposal_to_ratify.clone()
                 } else if template.ends_with("/perform") {
                     ids.proposal_to_perform.clone()
                 } else {
@@ -965,7 +982,9 @@ fn sample_body(method: &str, template: &str, ids: &Ids) -> Value {
         ("post", "/v1/proposals/{id}/approve") | ("post", "/v1/proposals/{id}/perform") => json!({
             "justification": "reviewed the evidence and the change request", "ticket": "CHG-1234",
         }),
-        ("post", "/v1/proposals/{id}/reject") | ("post", "/v1/proposals/{id}/override") => {
+        ("post", "/v1/proposals/{id}/reject")
+        | ("post", "/v1/proposals/{id}/override")
+        | ("post", "/v1/proposals/{id}/ratify") => {
             json!({ "justification": "the team still needs this access for the migration" })
         }
         _ => panic!(

@@ -227,14 +227,7 @@ pub fn override_change(
             p.id
         )));
     }
-    let is = |who: &str| who.eq_ignore_ascii_case(human);
-    if !is(cap.reviewer()) && !is(&cap.owner) && !p.notified.iter().any(|n| is(n)) {
-        return Err(GovError::Forbidden(format!(
-            "only the named reviewer (`{}`) or the capability owner (`{}`) may override this change",
-            cap.reviewer(),
-            cap.owner
-        )));
-    }
+    reviewer_or_owner(p, cap, human, "override")?;
     let inverse = p.assessment.inverse.clone().ok_or_else(|| {
         GovError::Conflict("this change has no inverse and cannot be reverted".into())
     })?;
@@ -249,6 +242,61 @@ pub fn override_change(
     });
     p.updated_ms = now;
     Ok(inverse)
+}
+
+fn reviewer_or_owner(
+    p: &Proposal,
+    cap: &Capability,
+    human: &str,
+    what: &str,
+) -> Result<(), GovError> {
+    let is = |who: &str| who.eq_ignore_ascii_case(human);
+    if !is(cap.reviewer()) && !is(&cap.owner) && !p.notified.iter().any(|n| is(n)) {
+        return Err(GovError::Forbidden(format!(
+            "only the named reviewer (`{}`) or the capability owner (`{}`) may {what} this change",
+            cap.reviewer(),
+            cap.owner
+        )));
+    }
+    Ok(())
+}
+
+/// The named reviewer (or the owner) ratifies a Tier 2 change before its window ends:
+/// they looked and it stands (the ratification record says they acted).
+pub fn ratify(
+    p: &mut Proposal,
+    cap: &Capability,
+    actor: &Actor,
+    justification_text: &str,
+    now: Millis,
+    rules: &ApprovalRules,
+) -> Result<(), GovError> {
+    let human = actor.human("ratify changes")?;
+    if p.state != ProposalState::InReview {
+        return Err(GovError::Conflict(format!(
+            "proposal `{}` is {}; only Tier 2 changes in their override window can be ratified",
+            p.id,
+            p.state.as_str()
+        )));
+    }
+    if p.deadline_ms.is_some_and(|d| now >= d) {
+        return Err(GovError::Conflict(format!(
+            "the override window of proposal `{}` has ended; it is ratified by the lapse of the window",
+            p.id
+        )));
+    }
+    reviewer_or_owner(p, cap, human, "ratify")?;
+    let justification = justification(justification_text, rules)?;
+    p.state = ProposalState::Ratified;
+    p.decision = Some(HumanAction {
+        by: human.to_owned(),
+        at_ms: now,
+        action: "ratify".into(),
+        justification,
+        ticket: None,
+    });
+    p.updated_ms = now;
+    Ok(())
 }
 
 /// A human performs a Tier 4 recommendation (and owns the change).

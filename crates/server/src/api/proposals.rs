@@ -30,7 +30,7 @@ use warrant_store::ObjectFilter;
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(submit, list, show, chain, approve, reject, override_change, perform, deliveries),
+    paths(submit, list, show, chain, approve, reject, override_change, ratify, perform, deliveries),
     components(schemas(SubmitRequest, ProposalView, ProposalList, ChainView, ChainStep,
                        DecideRequest, JustifyRequest, DeliveryView, DeliveryList)),
     tags((name = "proposals", description = "AI change proposals and their tiered workflow"))
@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/proposals/{id}/approve", post(approve))
         .route("/v1/proposals/{id}/reject", post(reject))
         .route("/v1/proposals/{id}/override", post(override_change))
+        .route("/v1/proposals/{id}/ratify", post(ratify))
         .route("/v1/proposals/{id}/perform", post(perform))
         .route("/v1/proposals/{id}/deliveries", get(deliveries))
 }
@@ -549,6 +550,29 @@ pub async fn override_change(
         justification: body.justification,
     };
     decide(&state, acting, &id, "override", op).await
+}
+
+/// The reviewer (or the capability owner) ratifies a Tier 2 change before its window ends:
+/// it stands, and the ratification record says the reviewer acted.
+#[utoipa::path(post, path = "/v1/proposals/{id}/ratify", tag = "proposals", request_body = JustifyRequest,
+    params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = ProposalView), (status = 400, body = crate::error::ErrorBody),
+              (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
+              (status = 403, description = "not the reviewer or owner, or not a named human", body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "not in review, or the window has ended", body = crate::error::ErrorBody)))]
+pub async fn ratify(
+    State(state): State<AppState>,
+    acting: Acting,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<JustifyRequest>,
+) -> Result<Json<ProposalView>, ApiError> {
+    let op = GovOp::Ratify {
+        actor: acting.actor.clone(),
+        id: id.clone(),
+        justification: body.justification,
+    };
+    decide(&state, acting, &id, "ratify", op).await
 }
 
 /// A human performs a Tier 4 recommendation (and owns the change record).

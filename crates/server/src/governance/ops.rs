@@ -86,6 +86,12 @@ pub enum GovOp {
         id: String,
         justification: String,
     },
+    /// The reviewer ratifies a Tier 2 change before its window ends.
+    Ratify {
+        actor: Actor,
+        id: String,
+        justification: String,
+    },
     Perform {
         actor: Actor,
         id: String,
@@ -546,6 +552,47 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
                 queue_connector(tx, ctx, &mut p, Purpose::Revert, &inverse, &mut drafts).await?;
             }
             finish(tx, p, drafts, effects).await
+        }
+        GovOp::Ratify {
+            actor,
+            id,
+            justification,
+        } => {
+            let mut p = load_proposal(tx, &id).await?;
+            let cap = capability(ctx, &p.capability)?.clone();
+            workflow::ratify(
+                &mut p,
+                &cap,
+                &actor,
+                &justification,
+                ctx.now,
+                &ctx.gov.rules,
+            )
+            .map_err(gov_err)?;
+            let notifications = delivery_summaries(tx, &p).await?;
+            let drafts = vec![
+                rec(
+                    RecordKind::HumanDecision,
+                    &actor.audit(),
+                    &p.id,
+                    json!({ "action": "ratify", "justification": p.decision.as_ref().map(|d| &d.justification), "proposal": summary(&p) }),
+                ),
+                rec(
+                    RecordKind::ProposalRatified,
+                    &actor.audit(),
+                    &p.id,
+                    json!({
+                        "reviewer": p.notified,
+                        "notifications": notifications,
+                        "window_ends_ms": p.deadline_ms,
+                        "reviewer_acted": true,
+                        "ratified_by": p.decision.as_ref().map(|d| &d.by),
+                        "outcome": "the reviewer ratified the change before its override window ended",
+                        "proposal": summary(&p),
+                    }),
+                ),
+            ];
+            finish(tx, p, drafts, vec![]).await
         }
         GovOp::Perform {
             actor,
