@@ -7,6 +7,7 @@
 
 mod commands;
 mod credentials;
+mod evidence;
 mod governance;
 mod killswitch;
 mod migrate;
@@ -46,6 +47,8 @@ pub enum TopCommand {
     Core(Command),
     #[command(flatten)]
     Governance(governance::Command),
+    #[command(flatten)]
+    Evidence(evidence::Command),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -372,6 +375,7 @@ fn main() -> ExitCode {
     };
     match top.command {
         TopCommand::Governance(cmd) => block_on(governance::run(cmd)),
+        TopCommand::Evidence(cmd) => block_on(evidence::run(cmd)),
         TopCommand::Core(command) => {
             let mut cli = Cli { command };
             choose_verify_source(&matches, &mut cli);

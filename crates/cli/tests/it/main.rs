@@ -14,6 +14,7 @@ mod pg;
 mod bad_input;
 mod durability;
 mod e2e;
+mod evidence;
 mod governance;
 mod governance_cli;
 mod killswitch;
