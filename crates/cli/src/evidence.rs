@@ -478,6 +478,9 @@ async fn export(
         })
         .unwrap_or_default();
     let summary = summarize(&changes, &overdue, v.pinned_ok);
+    let from_ms = parse_ms(from).unwrap_or(i64::MIN);
+    let to_ms = parse_ms(to).unwrap_or(i64::MAX);
+    let ai = ai_decisions(c, from_ms, to_ms).await?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let doc = json!({
         "framework": framework.name(),
@@ -487,6 +490,7 @@ async fn export(
         "public_key_id": v.key_id,
         "summary": summary,
         "changes": changes,
+        "ai_decisions": ai,
     });
     std::fs::write(
         out.join("changes.json"),
@@ -495,7 +499,7 @@ async fn export(
     std::fs::write(out.join("changes.csv"), csv(&changes))?;
     std::fs::write(
         out.join("report.html"),
-        html(framework, from, to, &v, &summary, &changes),
+        html(framework, from, to, &v, &summary, &changes, &ai),
     )?;
     let bad = summary["unverified"].as_u64().unwrap_or(0)
         + summary["without_named_human"].as_u64().unwrap_or(0);
@@ -658,6 +662,7 @@ fn html(
     v: &Verifier,
     summary: &Value,
     changes: &[Value],
+    ai: &Value,
 ) -> String {
     let mut h = String::new();
     h.push_str("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>warrant evidence</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;width:100%;font-size:12px}td,th{border:1px solid #999;padding:3px;vertical-align:top}.bad{background:#fdd;color:#900;font-weight:bold}.alert{border:3px solid #c00;padding:1em;background:#fee}@media print{a{color:black}}</style></head><body>\n");
@@ -747,6 +752,114 @@ fn html(
             esc(&s(&ch["verification"])),
         ));
     }
-    h.push_str("</table></body></html>\n");
+    h.push_str("</table>\n");
+    ai_section(&mut h, ai);
+    h.push_str("</body></html>\n");
     h
+}
+
+/// The periodic AI decision audit: every proposal an AI capability made in the period,
+/// per capability, with its tier, outcome and who decided — for the owner's review.
+async fn ai_decisions(c: &Client, from_ms: i64, to_ms: i64) -> anyhow::Result<Value> {
+    let mut by_cap: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = warrant_client::query(&[("limit", Some("500".into())), ("cursor", cursor.clone())]);
+        let page = c.get(&format!("/v1/proposals{q}")).await?;
+        for item in page["items"].as_array().into_iter().flatten() {
+            let p = &item["proposal"];
+            let at = p["submitted_ms"].as_i64().unwrap_or(0);
+            if at < from_ms || at > to_ms {
+                continue;
+            }
+            let mut decided: Vec<String> = p["approvals"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| s(&a["by"]))
+                .collect();
+            if p["decision"].is_object() {
+                decided.push(format!(
+                    "{} ({})",
+                    s(&p["decision"]["by"]),
+                    s(&p["decision"]["action"])
+                ));
+            }
+            let change = &p["change"];
+            let target = [
+                &change["identity"],
+                &change["role"],
+                &change["role"]["name"],
+            ]
+            .into_iter()
+            .find_map(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+            by_cap.entry(s(&p["capability"])).or_default().push(json!({
+                "proposal": p["id"], "submitted": fmt_ms(at), "kind": change["kind"],
+                "target": target, "tier": p["tier"]["tier"], "state": p["state"],
+                "confidence_pct": p["confidence_pct"], "decided_by": decided,
+                "owner": item["owner"],
+            }));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    Ok(Value::Array(
+        by_cap
+            .into_iter()
+            .map(|(cap, items)| {
+                let mut per_tier: BTreeMap<String, u64> = BTreeMap::new();
+                let mut per_state: BTreeMap<String, u64> = BTreeMap::new();
+                for i in &items {
+                    *per_tier.entry(s(&i["tier"])).or_default() += 1;
+                    *per_state.entry(s(&i["state"])).or_default() += 1;
+                }
+                json!({
+                    "capability": cap,
+                    "owner": items.first().map(|i| i["owner"].clone()).unwrap_or(Value::Null),
+                    "proposals": items.len(),
+                    "per_tier": per_tier,
+                    "per_state": per_state,
+                    "items": items,
+                })
+            })
+            .collect(),
+    ))
+}
+
+fn ai_section(h: &mut String, ai: &Value) {
+    h.push_str("<h2>AI decision audit (per capability, for the owner's review)</h2>\n");
+    let caps = ai.as_array().cloned().unwrap_or_default();
+    if caps.is_empty() {
+        h.push_str("<p>No AI proposals in the period.</p>\n");
+        return;
+    }
+    for cap in caps {
+        h.push_str(&format!(
+            "<h3>{} — owner {}</h3><p>{} proposals; per tier {}; outcomes {}</p>",
+            esc(&s(&cap["capability"])),
+            esc(&s(&cap["owner"])),
+            esc(&s(&cap["proposals"])),
+            esc(&s(&cap["per_tier"])),
+            esc(&s(&cap["per_state"])),
+        ));
+        h.push_str("<table><tr><th>Proposal</th><th>Submitted</th><th>Change</th><th>Target</th><th>Confidence</th><th>Tier</th><th>Outcome</th><th>Decided by</th></tr>\n");
+        for i in cap["items"].as_array().into_iter().flatten() {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}%</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&s(&i["proposal"])),
+                esc(&s(&i["submitted"])),
+                esc(&s(&i["kind"])),
+                esc(&s(&i["target"])),
+                esc(&s(&i["confidence_pct"])),
+                esc(&s(&i["tier"])),
+                esc(&s(&i["state"])),
+                esc(&s(&i["decided_by"])),
+            ));
+        }
+        h.push_str("</table>\n");
+    }
 }

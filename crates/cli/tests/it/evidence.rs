@@ -395,6 +395,31 @@ async fn evidence_export_names_the_humans_and_flags_tampering() {
     for c in doc["changes"].as_array().unwrap() {
         assert_eq!(c["verification"], "verified", "{c}");
     }
+    // The AI decision audit: the capability's three proposals, their tiers and outcomes.
+    let ai = doc["ai_decisions"].as_array().unwrap();
+    assert_eq!(ai.len(), 1, "{ai:?}");
+    assert_eq!(ai[0]["capability"], "optimizer");
+    assert_eq!(ai[0]["owner"], "alice@example.com");
+    assert_eq!(ai[0]["proposals"], 3);
+    assert_eq!(ai[0]["per_tier"], json!({ "1": 1, "2": 1, "3": 1 }));
+    assert_eq!(
+        ai[0]["per_state"],
+        json!({ "executed": 2, "overridden": 1 })
+    );
+    let decided: Vec<Value> = ai[0]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["decided_by"].clone())
+        .collect();
+    assert!(
+        decided.contains(&json!(["carol@example.com"])),
+        "{decided:?}"
+    );
+    assert!(
+        decided.contains(&json!(["rita@example.com (override)"])),
+        "{decided:?}"
+    );
 
     let out = tempfile::tempdir().unwrap();
     let key = env.server.data_dir.join("keys/audit-signing-key.pub.pem");
