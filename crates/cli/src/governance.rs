@@ -432,41 +432,17 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             client,
             id,
             justification,
-        } => {
-            decide(
-                &client,
-                &id,
-                "reject",
-                json!({ "justification": justification }),
-            )
-            .await
-        }
+        } => justified(&client, &id, "reject", &justification).await,
         Command::Override {
             client,
             id,
             justification,
-        } => {
-            decide(
-                &client,
-                &id,
-                "override",
-                json!({ "justification": justification }),
-            )
-            .await
-        }
+        } => justified(&client, &id, "override", &justification).await,
         Command::Ratify {
             client,
             id,
             justification,
-        } => {
-            decide(
-                &client,
-                &id,
-                "ratify",
-                json!({ "justification": justification }),
-            )
-            .await
-        }
+        } => justified(&client, &id, "ratify", &justification).await,
         Command::Token { client, cmd } => token(&client, cmd).await,
         Command::Role { client, cmd } => role(&client, cmd).await,
         Command::Resource { client, cmd } => resource(&client, cmd).await,
@@ -477,6 +453,16 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             print_diagnostics(ce, None);
         }
     })
+}
+
+/// A decision that carries only a justification (reject, override, ratify).
+async fn justified(
+    o: &ClientOpts,
+    id: &str,
+    action: &str,
+    justification: &str,
+) -> anyhow::Result<ExitCode> {
+    decide(o, id, action, json!({ "justification": justification })).await
 }
 
 fn client(o: &ClientOpts) -> anyhow::Result<Client> {

@@ -16,7 +16,7 @@ use warrant_core::governance::{
 use warrant_core::identity::Identity;
 use warrant_core::Millis;
 use warrant_policy::TierPolicies;
-use warrant_store::{ObjectRow, Store, StoreError};
+use warrant_store::{ObjectFilter, ObjectRow, Store, StoreError};
 
 /// Kinds of governance objects in the store.
 pub mod kind {
@@ -213,8 +213,19 @@ impl Gov {
         if let Some(row) = store.all_objects(kind::TIER_POLICY).await?.last() {
             g.set_tier_policy(&tier_policy_or_none(row));
         }
-        for row in store.all_objects(kind::PROPOSAL).await? {
-            if row.created_ms > now - thresholds.window_ms.max(thresholds.chain_window_ms) {
+        // Only the proposals inside the windows: ids are `prp_` + a UUIDv7, whose first
+        // 12 hex digits are the submission time, so id order is time order.
+        let cutoff = now - thresholds.window_ms.max(thresholds.chain_window_ms);
+        let recent = store
+            .list_objects(&ObjectFilter {
+                kind: kind::PROPOSAL.into(),
+                state: None,
+                after_id: Some(format!("prp_{:012x}", cutoff.max(0))),
+                limit: 0,
+            })
+            .await?;
+        for row in recent {
+            if row.created_ms > cutoff {
                 if let Some(p) = decode::<Proposal>(&row) {
                     g.aggregates.observe(&p, now, thresholds);
                 }
