@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Chromium and the npm packages of the sign-in and browser tests.
+bash scripts/browser-deps.sh
+
 WARRANT_PG_DIR=$(mktemp -d /tmp/warrant-pg-test.XXXXXX)
 export WARRANT_PG_DIR
 cleanup() {
@@ -38,7 +41,7 @@ cargo test ${scope[@]+"${scope[@]}"} "$@" || status=$?
 # must behave exactly as on SQLite.
 if [ "$#" -eq 0 ]; then
     echo "--- integration tests again, every server on PostgreSQL ---" >&2
-    WARRANT_IT_BACKEND=postgres cargo test -p warrant --test it -- e2e:: bad_input:: openapi:: killswitch:: oauth:: governance:: ||
+    WARRANT_IT_BACKEND=postgres cargo test -p warrant --test it -- e2e:: bad_input:: openapi:: killswitch:: oauth:: governance:: certification:: ||
         status=$?
 fi
 exit "$status"

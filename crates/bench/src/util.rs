@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use warrant_core::identity::NewIdentity;
 use warrant_policy::PolicyBundle;
-use warrant_server::auth::Caller;
+use warrant_server::auth::Enforcer;
 use warrant_server::ops::Op;
 use warrant_server::{AppState, Config, Server};
 use warrant_store::sqlite::Durability;
@@ -74,11 +74,8 @@ pub fn new_identity(i: usize) -> NewIdentity {
 }
 
 /// The caller as the server sees the admin token.
-pub fn admin_caller() -> Caller {
-    Caller {
-        token_id: "tok_env".into(),
-        role: "admin".into(),
-    }
+pub fn admin_caller() -> Enforcer {
+    Enforcer(warrant_server::auth::Authed::bootstrap("tok_env"))
 }
 
 /// Small deterministic PRNG (xorshift64*), so runs pick the same principals.

@@ -305,7 +305,20 @@ async fn change_of(
         "actor": actor, "what": what,
     });
     let auth = &payload["authorized_by"];
-    if auth.is_object() {
+    if auth["certification"].is_string() {
+        // A certification campaign's rule at its deadline (unanswered items): the admin
+        // who opened the campaign with that rule answers for it.
+        let opened_by = s(&auth["opened_by"]);
+        row["source"] = json!("certification");
+        row["named_human"] = json!(opened_by.strip_prefix("human:").unwrap_or_default());
+        row["exception"] = json!(format!(
+            "access certification {} ({}): rule `{}` applied at the deadline to unanswered items; campaign opened by {}",
+            s(&auth["name"]),
+            s(&auth["certification"]),
+            s(&auth["rule"]),
+            if opened_by.is_empty() { "unknown" } else { &opened_by }
+        ));
+    } else if auth.is_object() {
         let pid = s(&auth["proposal"]);
         let tier = auth["tier"].as_u64().unwrap_or(0);
         let proposal = c
@@ -341,8 +354,21 @@ async fn change_of(
             .as_array()
             .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
             .unwrap_or_default();
+        // An owner's revocation in an access certification: the owner is the named human.
+        let certified_by = cap_id
+            .strip_prefix("certification:")
+            .map(|_| s(&proposal["proposer"]))
+            .filter(|o| !o.is_empty());
         let (named_human, exception) = if !named.is_empty() {
             (named.join(", "), String::new())
+        } else if let Some(owner) = certified_by {
+            (
+                owner.clone(),
+                format!(
+                    "access certification {}: revoked by the identity's owner {owner} (Tier {tier}, tier policy [{policies}])",
+                    s(&proposal["evidence"]["campaign_name"])
+                ),
+            )
         } else if tier == 1 || tier == 2 {
             let mut e = format!(
                 "Tier {tier} allowed by tier policy [{policies}]; capability {cap_id} accepted by {} at {}",
@@ -795,6 +821,10 @@ async fn ai_decisions(c: &Client, from_ms: i64, to_ms: i64) -> anyhow::Result<Va
             .find_map(|v| v.as_str())
             .unwrap_or_default()
             .to_owned();
+            // Certification revocations are owners' acts, not AI decisions.
+            if s(&p["capability"]).starts_with("certification:") {
+                continue;
+            }
             by_cap.entry(s(&p["capability"])).or_default().push(json!({
                 "proposal": p["id"], "submitted": fmt_ms(at), "kind": change["kind"],
                 "target": target, "tier": p["tier"]["tier"], "state": p["state"],

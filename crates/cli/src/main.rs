@@ -9,6 +9,7 @@ mod commands;
 mod credentials;
 mod evidence;
 mod governance;
+mod humans;
 mod killswitch;
 mod migrate;
 mod offline;
@@ -29,7 +30,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The whole command line: the core commands and the governance workflow's.
+/// The whole command line: the core commands, the governance workflow's, evidence, and
+/// the humans who operate warrant.
 #[derive(Parser)]
 #[command(
     name = "warrant",
@@ -49,6 +51,8 @@ pub enum TopCommand {
     Governance(governance::Command),
     #[command(flatten)]
     Evidence(evidence::Command),
+    #[command(flatten)]
+    Humans(humans::Command),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -376,6 +380,7 @@ fn main() -> ExitCode {
     match top.command {
         TopCommand::Governance(cmd) => block_on(governance::run(cmd)),
         TopCommand::Evidence(cmd) => block_on(evidence::run(cmd)),
+        TopCommand::Humans(cmd) => block_on(humans::run(cmd)),
         TopCommand::Core(command) => {
             let mut cli = Cli { command };
             choose_verify_source(&matches, &mut cli);

@@ -64,6 +64,14 @@ pub enum RecordKind {
     RequestRefused,
     /// A notification's delivery ended (delivered or given up).
     NotificationDelivery,
+    /// A human account was created or changed (roles granted or revoked included).
+    HumanChanged,
+    /// A control-plane role grant was requested, approved or rejected.
+    RoleGrant,
+    /// A human signed in or out (or a session expired / was ended).
+    Session,
+    /// An access certification campaign or one of its answers.
+    Certification,
 }
 
 impl RecordKind {
@@ -77,7 +85,7 @@ impl RecordKind {
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 29] = [
+    pub const ALL: [RecordKind; 33] = [
         RecordKind::Decision,
         RecordKind::IdentityCreated,
         RecordKind::IdentityUpdated,
@@ -107,6 +115,10 @@ impl RecordKind {
         RecordKind::GovernanceAlert,
         RecordKind::RequestRefused,
         RecordKind::NotificationDelivery,
+        RecordKind::HumanChanged,
+        RecordKind::RoleGrant,
+        RecordKind::Session,
+        RecordKind::Certification,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +152,10 @@ impl RecordKind {
             RecordKind::GovernanceAlert => "governance.alert",
             RecordKind::RequestRefused => "request.refused",
             RecordKind::NotificationDelivery => "notification.delivery",
+            RecordKind::HumanChanged => "human.changed",
+            RecordKind::RoleGrant => "role_grant",
+            RecordKind::Session => "session",
+            RecordKind::Certification => "certification",
         }
     }
 

@@ -1,6 +1,7 @@
 //! `warrant-core`: the pure domain core of warrant.
 //!
 //! It owns the rules that make warrant what it is, and nothing else:
+//! - [`access`]: control-plane roles of humans, role grants, sessions, who may do what;
 //! - [`identity`]: non-human identities, their validation and their lifecycle
 //!   (`active → suspended → retired`, retired is final);
 //! - [`audit`]: the audit record model, its canonical leaf encoding and record kinds;
@@ -11,6 +12,7 @@
 //! It must not do I/O: no SQL, no HTTP, no files, no clock reads, no randomness.
 //! Time ([`Clock`]), identifiers and keys are passed in by the edges.
 
+pub mod access;
 pub mod audit;
 pub mod checkpoint;
 pub mod credentials;

@@ -42,6 +42,8 @@ pub struct Config {
     /// Tiered change governance: windows, expiries, approval rules, floor, aggregates,
     /// notifications and connectors.
     pub governance: crate::governance::GovConfig,
+    /// Human sign-in: sessions and single sign-on.
+    pub sign_in: crate::humans::SignInConfig,
     /// How often the governance job fires due timers and sends due deliveries.
     pub governance_tick: Duration,
 }
@@ -80,6 +82,7 @@ impl Default for Config {
             max_delegation_depth: warrant_core::credentials::DEFAULT_MAX_DELEGATION_DEPTH,
             tls: None,
             governance: crate::governance::GovConfig::default(),
+            sign_in: crate::humans::SignInConfig::default(),
             governance_tick: Duration::from_millis(500),
         }
     }
@@ -118,6 +121,103 @@ pub struct FileConfig {
     pub tls_client_ca: Option<PathBuf>,
     /// Tiered change governance.
     pub governance: Option<FileGovernance>,
+    /// Human sign-in (sessions, single sign-on).
+    pub sign_in: Option<FileSignIn>,
+}
+
+/// `[sign_in]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSignIn {
+    /// Session lifetime in seconds (28800; 300 to 604800).
+    pub session_ttl_secs: Option<u64>,
+    /// Mark session cookies `Secure` (true).
+    pub secure_cookies: Option<bool>,
+    pub oidc: Option<FileOidc>,
+}
+
+/// `[sign_in.oidc]`: an OpenID Connect provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOidc {
+    pub issuer: String,
+    pub client_id: String,
+    /// Prefer the `WARRANT_OIDC_CLIENT_SECRET` environment variable.
+    pub client_secret: Option<String>,
+    /// Default `<issuer of warrant>/ui/auth/oidc/callback`.
+    pub redirect_uri: Option<String>,
+    /// Default `["profile", "email"]` (besides `openid`).
+    pub scopes: Option<Vec<String>>,
+    /// Button label (`Sign in with single sign-on`).
+    pub label: Option<String>,
+    /// Create accounts (with no roles) on first sign-in (true).
+    pub auto_provision: Option<bool>,
+}
+
+fn sign_in(
+    fs: FileSignIn,
+    warrant_issuer: &str,
+    env_secret: Option<String>,
+) -> Result<crate::humans::SignInConfig, ConfigError> {
+    let mut s = crate::humans::SignInConfig::default();
+    if let Some(t) = fs.session_ttl_secs {
+        if !(300..=604_800).contains(&t) {
+            return Err(invalid("sign_in.session_ttl_secs", "must be 300 to 604800"));
+        }
+        s.session_ttl_ms = t as i64 * 1000;
+    }
+    if let Some(b) = fs.secure_cookies {
+        s.secure_cookies = b;
+    }
+    if let Some(o) = fs.oidc {
+        let url = |field: &'static str, v: &str| -> Result<(), ConfigError> {
+            if v.starts_with("https://")
+                || v.starts_with("http://127.0.0.1")
+                || v.starts_with("http://localhost")
+            {
+                Ok(())
+            } else {
+                Err(invalid(
+                    field,
+                    "must be an https:// URL (plain http only on loopback)",
+                ))
+            }
+        };
+        url("sign_in.oidc.issuer", &o.issuer)?;
+        if o.client_id.trim().is_empty() {
+            return Err(invalid("sign_in.oidc.client_id", "must not be empty"));
+        }
+        let client_secret = env_secret
+            .or(o.client_secret)
+            .filter(|x| !x.is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "sign_in.oidc.client_secret",
+                    "is needed (set WARRANT_OIDC_CLIENT_SECRET)",
+                )
+            })?;
+        let redirect_uri = o.redirect_uri.unwrap_or_else(|| {
+            format!(
+                "{}/ui/auth/oidc/callback",
+                warrant_issuer.trim_end_matches('/')
+            )
+        });
+        url("sign_in.oidc.redirect_uri", &redirect_uri)?;
+        s.oidc = Some(crate::humans::oidc::OidcConfig {
+            issuer: o.issuer,
+            client_id: o.client_id,
+            client_secret,
+            redirect_uri,
+            scopes: o
+                .scopes
+                .unwrap_or_else(|| vec!["profile".into(), "email".into()]),
+            label: o
+                .label
+                .unwrap_or_else(|| "Sign in with single sign-on".into()),
+            auto_provision: o.auto_provision.unwrap_or(true),
+        });
+    }
+    Ok(s)
 }
 
 /// The `[governance]` table.
@@ -484,6 +584,13 @@ impl Config {
                 c.governance_tick = Duration::from_millis(ms);
             }
             c.governance = governance(fg)?;
+        }
+        if let Some(fs) = fc.sign_in {
+            c.sign_in = sign_in(
+                fs,
+                &c.issuer,
+                std::env::var("WARRANT_OIDC_CLIENT_SECRET").ok(),
+            )?;
         }
         if let Some(d) = fc.max_delegation_depth {
             if !(1..=10).contains(&d) {

@@ -15,10 +15,12 @@ pub mod credentials;
 pub mod error;
 pub mod extract;
 pub mod governance;
+pub mod humans;
 pub mod keys;
 pub mod metrics;
 pub mod ops;
 pub mod snapshot;
+pub mod ui;
 pub mod writer;
 
 use anyhow::Context as _;
@@ -67,6 +69,12 @@ pub struct Inner {
     pub tls_client_auth: bool,
     /// Tiered change governance settings.
     pub gov: Arc<governance::GovConfig>,
+    /// Human sign-in settings.
+    pub sign_in: Arc<humans::SignInConfig>,
+    /// The single sign-on provider's discovered metadata.
+    pub oidc: humans::oidc::Provider,
+    /// Failed password sign-ins per user name.
+    pub sign_in_throttle: humans::Throttle,
 }
 
 pub type AppState = Arc<Inner>;
@@ -322,6 +330,9 @@ impl Server {
             max_delegation_depth: config.max_delegation_depth,
             tls_client_auth: config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
             gov: Arc::new(config.governance.clone()),
+            sign_in: Arc::new(config.sign_in.clone()),
+            oidc: Default::default(),
+            sign_in_throttle: Default::default(),
         });
         Ok(Server {
             state,

@@ -156,6 +156,8 @@ pub enum Effect {
     TierPolicy(Box<TierPolicyRow>),
     /// A proposal's new state (for the aggregates).
     Proposal(Box<Proposal>),
+    Human(Box<warrant_core::access::Human>),
+    Session(Box<warrant_core::access::Session>),
 }
 
 /// What the caller gets back.

@@ -316,6 +316,12 @@ impl Snapshot {
                 self.gov.capabilities.insert(c.id.clone(), Arc::from(c));
             }
             Effect::TierPolicy(t) => self.gov.set_tier_policy(&t),
+            Effect::Human(h) => {
+                self.gov
+                    .humans
+                    .insert(warrant_core::access::Human::key(&h.name), Arc::new(*h));
+            }
+            Effect::Session(x) => self.gov.put_session(*x, now),
             Effect::Proposal(p) => {
                 let t = self.gov.thresholds.clone();
                 self.gov.aggregates.observe(&p, now, &t);

@@ -21,6 +21,13 @@ use warrant_server::governance::GovConfig;
 use warrant_server::{AppState, Config, Server};
 
 const ADMIN: &str = "wrt_governance_test_token_0123456789abcdefghij";
+/// The named human approving the role grants of the tests (the first admin).
+const ROOT_ADMIN: &str = "root-admin@warrant.test";
+const GRANT_WHY: &str = "integration test: the scenario needs this role";
+
+fn password_of(human: &str) -> String {
+    format!("integration-test password of {human}")
+}
 
 pub struct Env {
     pub state: AppState,
@@ -111,15 +118,98 @@ impl Env {
         b["id"].as_str().unwrap().to_owned()
     }
 
-    pub async fn human(&self, human: &str, role: &str) -> String {
-        let b = self
-            .admin(
+    /// Creates the account of `human` unless it exists: a one-time password, which the
+    /// human replaces with [`password_of`].
+    async fn account(&self, human: &str) {
+        let one_time = format!("one-time password of {human}");
+        let (s, b) = self
+            .call_as(
+                ADMIN,
                 "POST",
-                "/v1/tokens",
-                json!({ "name": format!("{human} cli"), "human": human, "role": role }),
+                "/v1/humans",
+                json!({ "name": human, "password": one_time }),
             )
             .await;
+        assert!(
+            s == StatusCode::CREATED || s == StatusCode::CONFLICT,
+            "{human}: {s} {b}"
+        );
+        if s == StatusCode::CREATED {
+            let (s, b) = self
+                .anonymous(
+                    "/v1/auth/password",
+                    json!({ "username": human, "current_password": one_time,
+                            "new_password": password_of(human) }),
+                )
+                .await;
+            assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+        }
+    }
+
+    async fn anonymous(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn holds(&self, human: &str, role: &str) -> bool {
+        let b = self
+            .admin("GET", &format!("/v1/humans/{human}"), Value::Null)
+            .await;
+        b["roles"].as_array().unwrap().contains(&json!(role))
+    }
+
+    /// A token `human` gets for themselves with their password.
+    async fn token(&self, human: &str, role: &str) -> String {
+        let (s, b) = self
+            .anonymous(
+                "/v1/auth/token",
+                json!({ "username": human, "password": password_of(human), "role": role,
+                        "name": format!("{human} cli") }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
         b["token"].as_str().unwrap().to_owned()
+    }
+
+    /// An API token of the named `human` holding `role`, granted the real way first: the
+    /// account, a grant asked for with the bootstrap token and approved by a second named
+    /// admin ([`ROOT_ADMIN`], itself the first admin, granted with the bootstrap token);
+    /// the human gets the token for themselves with their password.
+    pub async fn human(&self, human: &str, role: &str) -> String {
+        self.account(ROOT_ADMIN).await;
+        if !self.holds(ROOT_ADMIN, "admin").await {
+            let g = self
+                .admin(
+                    "POST",
+                    "/v1/role-grants",
+                    json!({ "human": ROOT_ADMIN, "role": "admin", "justification": GRANT_WHY }),
+                )
+                .await;
+            assert_eq!(g["state"], "approved", "{g}");
+        }
+        self.account(human).await;
+        if !self.holds(human, role).await {
+            let g = self
+                .admin(
+                    "POST",
+                    "/v1/role-grants",
+                    json!({ "human": human, "role": role, "justification": GRANT_WHY }),
+                )
+                .await;
+            let root = self.token(ROOT_ADMIN, "admin").await;
+            let path = format!("/v1/role-grants/{}/approve", g["id"].as_str().unwrap());
+            let (s, b) = self.call_as(&root, "POST", &path, json!({})).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+        }
+        self.token(human, role).await
     }
 
     /// An access token for `id` on warrant's own API.

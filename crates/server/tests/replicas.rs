@@ -356,10 +356,7 @@ async fn an_allow_made_before_a_change_elsewhere_is_never_logged_after_it() {
     use warrant_server::api::authorize::decide;
     use warrant_server::writer::WriteError;
     let (_url, a, b) = pair().await;
-    let caller = warrant_server::auth::Caller {
-        token_id: "t".into(),
-        role: "admin".into(),
-    };
+    let caller = warrant_server::auth::Enforcer(warrant_server::auth::Authed::bootstrap("t"));
     let bundle =
         Arc::new(PolicyBundle::compile(SCHEMA, "permit(principal, action, resource);").unwrap());
     a.state
@@ -557,6 +554,7 @@ async fn governance_state_propagates_and_a_timer_fires_once_across_replicas() {
             confidence_pct: 89,
             parent: None,
             correlation: None,
+            certification: None,
         })),
     )
     .await

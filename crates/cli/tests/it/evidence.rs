@@ -137,15 +137,10 @@ impl Env {
         b
     }
 
+    /// An API token for a named human holding `role` (granted first: see
+    /// [`human_token`]).
     async fn human(&self, human: &str, role: &str) -> String {
-        let b = self
-            .admin(
-                "POST",
-                "/v1/tokens",
-                json!({ "name": format!("{human} laptop"), "human": human, "role": role }),
-            )
-            .await;
-        b["token"].as_str().unwrap().to_owned()
+        human_token(&self.server.url, human, role).await.1
     }
 
     async fn identity(&self, name: &str, kind: &str, owner: &str, ents: &[&str]) -> String {

@@ -39,13 +39,75 @@ fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// `token create` for a named human; returns (id, secret).
-fn human_token(server: &Server, human: &str, role: &str) -> (String, String) {
-    let o = cli(
-        Some(server),
+/// Makes `human` (account created if missing) hold `role` with the CLI, the real way: a
+/// grant asked for with the bootstrap token (`grant request`), approved by [`ROOT_ADMIN`]
+/// (`grant approve`), who is made the first admin first.
+fn grant_role_cli(server: &Server, human: &str, role: &str) {
+    let (_, root) = root_admin_cli(server);
+    ensure_human_cli(server, human);
+    if holds_cli(server, human, role) {
+        return;
+    }
+    let g = json_of(&ok(
+        server,
         &[
-            "token", "create", "--human", human, "--role", role, "-o", "json",
+            "grant",
+            "request",
+            "--human",
+            human,
+            "--role",
+            role,
+            "--justification",
+            GRANT_WHY,
+            "-o",
+            "json",
         ],
+    ));
+    assert_eq!(g["state"], "pending", "{g}");
+    let id = g["id"].as_str().unwrap();
+    let g = json_of(&ok_as(
+        server,
+        &root,
+        &["grant", "approve", id, "-o", "json"],
+    ));
+    assert_eq!(g["state"], "approved", "{g}");
+}
+
+/// `human create --password-stdin` (a one-time password) unless the account exists, then
+/// `password`: the human replaces it with [`password_of`].
+fn ensure_human_cli(server: &Server, human: &str) {
+    let one_time = one_time_password(human);
+    let o = cli_with_input(
+        server,
+        Some(ADMIN_TOKEN),
+        &["human", "create", human, "--password-stdin"],
+        &format!("{one_time}\n"),
+    );
+    if !o.status.success() {
+        assert!(stderr(&o).contains("exists already"), "{}", stderr(&o));
+        return;
+    }
+    let o = cli_with_input(
+        server,
+        None,
+        &["password", human],
+        &format!("{one_time}\n{}\n", password_of(human)),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn holds_cli(server: &Server, human: &str, role: &str) -> bool {
+    let v = json_of(&ok(server, &["human", "show", human, "-o", "json"]));
+    v["roles"].as_array().unwrap().contains(&json!(role))
+}
+
+/// `login`: a token `human` gets for themselves with their password; (id, secret).
+fn login_cli(server: &Server, human: &str, role: &str) -> (String, String) {
+    let o = cli_with_input(
+        server,
+        None,
+        &["login", human, "--role", role, "-o", "json"],
+        &format!("{}\n", password_of(human)),
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -58,6 +120,37 @@ fn human_token(server: &Server, human: &str, role: &str) -> (String, String) {
         v["id"].as_str().unwrap().to_owned(),
         v["token"].as_str().unwrap().to_owned(),
     )
+}
+
+/// A token of [`ROOT_ADMIN`], made the first admin with the bootstrap token if needed.
+fn root_admin_cli(server: &Server) -> (String, String) {
+    ensure_human_cli(server, ROOT_ADMIN);
+    if !holds_cli(server, ROOT_ADMIN, "admin") {
+        let g = json_of(&ok(
+            server,
+            &[
+                "grant",
+                "request",
+                "--human",
+                ROOT_ADMIN,
+                "--role",
+                "admin",
+                "--justification",
+                GRANT_WHY,
+                "-o",
+                "json",
+            ],
+        ));
+        assert_eq!(g["bootstrap"], true, "{g}");
+    }
+    login_cli(server, ROOT_ADMIN, "admin")
+}
+
+/// A token of the named `human` holding `role` (granted first with [`grant_role_cli`]),
+/// from `login`; returns (id, secret).
+fn human_token(server: &Server, human: &str, role: &str) -> (String, String) {
+    grant_role_cli(server, human, role);
+    login_cli(server, human, role)
 }
 
 async fn identity(c: &warrant_client::Client, name: &str, kind: &str, owner: &str) -> String {
@@ -376,7 +469,7 @@ async fn tokens_roles_resources_and_tier_policies() {
     let o = cli_as(&server, &dave, &["role", "put", "x"]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("needs the admin role") && stderr(&o).contains("403"),
+        stderr(&o).contains("needs the `admin` role") && stderr(&o).contains("403"),
         "{}",
         stderr(&o)
     );

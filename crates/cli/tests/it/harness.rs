@@ -332,6 +332,27 @@ pub fn cli(server: Option<&Server>, args: &[&str]) -> Output {
     cmd.output().expect("run warrant")
 }
 
+/// Runs the CLI against `server` with `token` (if any) as WARRANT_TOKEN and `input` on its
+/// standard input (passwords), returns its output.
+pub fn cli_with_input(server: &Server, token: Option<&str>, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("WARRANT_TOKEN")
+        .env("WARRANT_SERVER", &server.url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("WARRANT_TOKEN", t);
+    }
+    let mut child = cmd.spawn().expect("run warrant");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for warrant")
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -387,4 +408,178 @@ pub fn read_req(principal: &str, risk: i64) -> Value {
         "resource": "App::Document::\"q3\"",
         "context": { "risk": risk },
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Named humans and their control-plane roles, given the real way: an account with a
+// one-time password the human replaces, a role grant asked for with the bootstrap token
+// and approved by a second named admin, and an API token the human gets for themselves
+// with their password (`POST /v1/auth/token`, what `warrant login` does).
+
+/// The named human who approves the role grants the tests ask for: the installation's
+/// first admin (granted at once with the bootstrap token while no named human holds
+/// `admin`). No test acts as this human otherwise.
+pub const ROOT_ADMIN: &str = "root-admin@warrant.test";
+
+/// The justification of the role grants the tests ask for.
+pub const GRANT_WHY: &str = "integration test: the scenario needs this role";
+
+/// One API call with an optional bearer credential: (status, body as JSON, or the body's
+/// text as a JSON string when it is not JSON).
+pub async fn api(
+    url: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = reqwest::Client::new().request(method, format!("{url}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let res = req.send().await.expect("send");
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// [`api`] that must succeed (2xx); returns the body.
+pub async fn api_ok(
+    url: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Value {
+    let (s, b) = api(url, Some(token), method, path, body).await;
+    assert!((200..300).contains(&s), "{method} {path}: {s} {b}");
+    b
+}
+
+/// The one-time password the helpers create accounts with.
+pub fn one_time_password(human: &str) -> String {
+    format!("one-time password of {human}")
+}
+
+/// The password of every human the helpers created (their one-time one, replaced).
+pub fn password_of(human: &str) -> String {
+    format!("integration-test password of {human}")
+}
+
+/// Creates the account of `human` (no roles) unless it exists: with a one-time password
+/// (set by the bootstrap token), which the human replaces by [`password_of`].
+pub async fn ensure_human(url: &str, human: &str) {
+    let (s, b) = api(
+        url,
+        Some(ADMIN_TOKEN),
+        "POST",
+        "/v1/humans",
+        Some(&json!({ "name": human, "password": one_time_password(human) })),
+    )
+    .await;
+    assert!(
+        s == 201 || (s == 409 && b.to_string().contains("exists already")),
+        "create human {human}: {s} {b}"
+    );
+    if s == 201 {
+        let body = json!({ "username": human, "current_password": one_time_password(human),
+                           "new_password": password_of(human) });
+        let (s, b) = api(url, None, "POST", "/v1/auth/password", Some(&body)).await;
+        assert_eq!(s, 204, "{human} replaces the one-time password: {b}");
+    }
+}
+
+/// The control-plane roles `human` holds now.
+pub async fn roles_of(url: &str, human: &str) -> Vec<String> {
+    let b = api_ok(
+        url,
+        ADMIN_TOKEN,
+        "GET",
+        &format!("/v1/humans/{human}"),
+        None,
+    )
+    .await;
+    serde_json::from_value(b["roles"].clone()).expect("roles")
+}
+
+/// An API token `human` gets for themselves with their password ([`password_of`]) to act
+/// with `role`: (id, secret).
+pub async fn issue_token(url: &str, human: &str, role: &str) -> (String, String) {
+    let body = json!({ "username": human, "password": password_of(human), "role": role,
+                       "name": format!("{human} ({role})") });
+    let (s, b) = api(url, None, "POST", "/v1/auth/token", Some(&body)).await;
+    assert_eq!(s, 201, "token of {human} ({role}): {b}");
+    assert!(
+        b["human"]
+            .as_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case(human)),
+        "{b}"
+    );
+    (
+        b["id"].as_str().expect("token id").to_owned(),
+        b["token"].as_str().expect("token secret").to_owned(),
+    )
+}
+
+/// A token of [`ROOT_ADMIN`], who is made the first admin (bootstrap grant) if needed.
+pub async fn root_admin_token(url: &str) -> String {
+    ensure_human(url, ROOT_ADMIN).await;
+    if !roles_of(url, ROOT_ADMIN).await.iter().any(|r| r == "admin") {
+        let g = api_ok(
+            url,
+            ADMIN_TOKEN,
+            "POST",
+            "/v1/role-grants",
+            Some(&json!({ "human": ROOT_ADMIN, "role": "admin", "justification": GRANT_WHY })),
+        )
+        .await;
+        assert_eq!(
+            (&g["state"], &g["bootstrap"]),
+            (&json!("approved"), &json!(true)),
+            "the root admin must be the first admin: {g}"
+        );
+    }
+    issue_token(url, ROOT_ADMIN, "admin").await.1
+}
+
+/// Gives `human` (created if missing) the control-plane `role` unless they hold it: asked
+/// for with the bootstrap token, approved by [`ROOT_ADMIN`].
+pub async fn grant_role(url: &str, human: &str, role: &str) {
+    let root = root_admin_token(url).await;
+    ensure_human(url, human).await;
+    if roles_of(url, human).await.iter().any(|r| r == role) {
+        return;
+    }
+    let g = api_ok(
+        url,
+        ADMIN_TOKEN,
+        "POST",
+        "/v1/role-grants",
+        Some(&json!({ "human": human, "role": role, "justification": GRANT_WHY })),
+    )
+    .await;
+    assert_eq!(g["state"], "pending", "{g}");
+    let id = g["id"].as_str().expect("grant id");
+    let g = api_ok(
+        url,
+        &root,
+        "POST",
+        &format!("/v1/role-grants/{id}/approve"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(g["state"], "approved", "{g}");
+}
+
+/// An API token of the named `human` holding `role` (granted first if needed): (id, secret).
+pub async fn human_token(url: &str, human: &str, role: &str) -> (String, String) {
+    grant_role(url, human, role).await;
+    issue_token(url, human, role).await
 }

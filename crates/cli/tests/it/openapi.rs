@@ -79,6 +79,22 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/proposals/{id}/ratify"),
     ("POST", "/v1/proposals/{id}/perform"),
     ("GET", "/v1/proposals/{id}/deliveries"),
+    ("POST", "/v1/humans"),
+    ("GET", "/v1/humans"),
+    ("GET", "/v1/humans/{name}"),
+    ("PATCH", "/v1/humans/{name}"),
+    ("POST", "/v1/humans/{name}/roles/{role}/revoke"),
+    ("POST", "/v1/role-grants"),
+    ("GET", "/v1/role-grants"),
+    ("POST", "/v1/role-grants/{id}/approve"),
+    ("POST", "/v1/role-grants/{id}/reject"),
+    ("GET", "/v1/me"),
+    ("POST", "/v1/auth/token"),
+    ("POST", "/v1/auth/password"),
+    ("POST", "/v1/certifications"),
+    ("GET", "/v1/certifications"),
+    ("GET", "/v1/certifications/{id}"),
+    ("POST", "/v1/certifications/{id}/items/{item}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -86,10 +102,12 @@ const SERVED_ROUTES: &[(&str, &str)] = &[
 
 /// The operations that need no API token: probes, the audit public key, the OAuth
 /// discovery documents and the token endpoint (its clients authenticate with a client
-/// assertion instead). Exactly these are documented without `security`.
+/// assertion instead), and a human's password exchanges (the password is the credential). Exactly these are documented without `security`.
 const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit/public-key"),
     ("POST", "/oauth2/token"),
+    ("POST", "/v1/auth/token"),
+    ("POST", "/v1/auth/password"),
     ("GET", "/.well-known/oauth-authorization-server"),
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/healthz"),
@@ -124,6 +142,19 @@ const CAPABILITY: &str = "optimizer";
 const CAPABILITY_TO_ACCEPT: &str = "to-accept";
 /// A capability declared to be shown and declared again.
 const CAPABILITY_DECLARED: &str = "declared";
+/// A named human shown and changed (`GET`/`PATCH /v1/humans/{name}`).
+const HUMAN: &str = "grace@example.com";
+/// A named human holding `auditor`, to have it revoked.
+const HUMAN_TO_REVOKE: &str = "henry@example.com";
+/// A named human without a role, for whom a role is asked (`POST /v1/role-grants`).
+const HUMAN_TO_GRANT: &str = "ivan@example.com";
+/// A named human who replaces their password (`POST /v1/auth/password`).
+const PASSWORD_CHANGER: &str = "kim@example.com";
+/// A named human holding `approver`, who issues themselves tokens (`POST /v1/tokens`,
+/// `POST /v1/auth/token`).
+const TOKEN_HOLDER: &str = "erin@example.com";
+/// A named human with two pending role grants (one approved, one rejected).
+const GRANTEE: &str = "judy@example.com";
 /// A role of the entitlement model defined by `populate`.
 const ROLE: &str = "documented";
 /// A resource of the entitlement model.
@@ -566,6 +597,12 @@ struct Ids {
     proposal_to_override: String,
     proposal_to_ratify: String,
     proposal_to_perform: String,
+    /// Pending role grants of [`GRANTEE`]: one to approve, one to reject.
+    grant_to_approve: String,
+    grant_to_reject: String,
+    /// An open certification campaign over the identities `create_identity` registers
+    /// (owned by alice).
+    campaign: String,
     /// The bearer token of the operations the admin token may not perform: (lower-case
     /// method, path template) → token. The others use [`ADMIN_TOKEN`].
     bearers: std::collections::BTreeMap<(&'static str, &'static str), String>,
@@ -650,14 +687,12 @@ async fn expect_ok(
     a.json()
 }
 
-/// An API token for a named human with a control-plane role: (id, secret).
-async fn human_token(server: &Server, human: &str, role: &str) -> (String, String) {
-    let body = json!({ "name": format!("{human} cli"), "human": human, "role": role });
-    let t = expect_ok(server, ADMIN_TOKEN, "post", "/v1/tokens", Some(&body)).await;
-    (
-        t["id"].as_str().expect("token id").to_owned(),
-        t["token"].as_str().expect("token secret").to_owned(),
-    )
+/// A pending role grant of `role` to [`GRANTEE`], asked for with the bootstrap token.
+async fn pending_grant(server: &Server, role: &str) -> String {
+    let body = json!({ "human": GRANTEE, "role": role, "justification": GRANT_WHY });
+    let g = expect_ok(server, ADMIN_TOKEN, "post", "/v1/role-grants", Some(&body)).await;
+    assert_eq!(g["state"], "pending", "{g}");
+    g["id"].as_str().expect("grant id").to_owned()
 }
 
 /// A declaration of a capability of `proposer` owned by [`OWNER`].
@@ -732,10 +767,24 @@ async fn populate(server: &Server) -> Ids {
         .as_str()
         .expect("access_token")
         .to_owned();
-    // Named humans.
-    let (_, owner_token) = human_token(server, OWNER, "owner").await;
-    let (_, approver_token) = human_token(server, APPROVER, "approver").await;
-    let (api_token_to_revoke, _) = human_token(server, "dave@example.com", "auditor").await;
+    // Named humans: accounts, their roles (two-person grants approved by the first
+    // admin, `ROOT_ADMIN`), their API tokens.
+    let root_token = root_admin_token(&server.url).await;
+    let (_, owner_token) = human_token(&server.url, OWNER, "owner").await;
+    let (_, approver_token) = human_token(&server.url, APPROVER, "approver").await;
+    let (api_token_to_revoke, _) = human_token(&server.url, "dave@example.com", "auditor").await;
+    // erin holds `approver` and issues herself tokens.
+    let (_, erin_token) = human_token(&server.url, TOKEN_HOLDER, "approver").await;
+    ensure_human(&server.url, PASSWORD_CHANGER).await;
+    grant_role(&server.url, HUMAN_TO_REVOKE, "auditor").await;
+    ensure_human(&server.url, HUMAN).await;
+    ensure_human(&server.url, HUMAN_TO_GRANT).await;
+    ensure_human(&server.url, GRANTEE).await;
+    let grant_to_approve = pending_grant(server, "approver").await;
+    let grant_to_reject = pending_grant(server, "auditor").await;
+    // alice owns the identities `create_identity` registers: she answers their
+    // certification items.
+    let (_, alice_token) = human_token(&server.url, "alice@example.com", "owner").await;
     // Capabilities: one accepted (proposes, is reviewed), one to accept, one to show.
     for id in [CAPABILITY, CAPABILITY_TO_ACCEPT, CAPABILITY_DECLARED] {
         let path = format!("/v1/capabilities/{id}");
@@ -818,6 +867,10 @@ async fn populate(server: &Server) -> Ids {
         ("post", "/v1/proposals/{id}/approve", &approver_token),
         ("post", "/v1/proposals/{id}/reject", &approver_token),
         ("post", "/v1/proposals/{id}/perform", &approver_token),
+        ("post", "/v1/role-grants/{id}/approve", &root_token),
+        ("post", "/v1/role-grants/{id}/reject", &root_token),
+        ("post", "/v1/certifications/{id}/items/{item}", &alice_token),
+        ("post", "/v1/tokens", &erin_token),
     ]
     .into_iter()
     .map(|(m, t, token)| ((m, t), token.clone()))
@@ -849,6 +902,9 @@ async fn populate(server: &Server) -> Ids {
         proposal_to_override,
         proposal_to_ratify,
         proposal_to_perform,
+        grant_to_approve,
+        grant_to_reject,
+        campaign: String::new(),
         bearers,
     };
     c.lifecycle(&ids.to_resume, "suspend", None)
@@ -860,7 +916,26 @@ async fn populate(server: &Server) -> Ids {
         .expect("authorize");
     assert_eq!(d["decision"], "allow", "{d}");
     c.checkpoint().await.expect("checkpoint");
+    let mut ids = ids;
+    let body = json!({ "name": "populated", "deadline": in_a_week(), "unanswered": "escalate",
+                       "owner": "alice@example.com" });
+    let campaign = expect_ok(
+        server,
+        ADMIN_TOKEN,
+        "post",
+        "/v1/certifications",
+        Some(&body),
+    )
+    .await;
+    ids.campaign = campaign["id"].as_str().expect("campaign id").to_owned();
     ids
+}
+
+/// RFC 3339, a week from now.
+fn in_a_week() -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::days(7))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
 }
 
 /// A kill switch that stops nobody (no identity has this owner).
@@ -905,6 +980,18 @@ fn concrete_path(template: &str, ids: &Ids) -> String {
             }
             "id" if template.starts_with("/v1/resources/") => RESOURCE.to_owned(),
             "id" if template.starts_with("/v1/tokens/") => ids.api_token_to_revoke.clone(),
+            "id" if template.starts_with("/v1/role-grants/") => {
+                if template.ends_with("/reject") {
+                    ids.grant_to_reject.clone()
+                } else {
+                    ids.grant_to_approve.clone()
+                }
+            }
+            "name" if template.ends_with("/revoke") => HUMAN_TO_REVOKE.to_owned(),
+            "id" if template.starts_with("/v1/certifications/") => ids.campaign.clone(),
+            "item" => "0".to_owned(),
+            "name" if template.starts_with("/v1/humans/") => HUMAN.to_owned(),
+            "role" => "auditor".to_owned(),
             "name" if template.starts_with("/v1/roles/") => ROLE.to_owned(),
             "id" if template.ends_with("/suspend") => ids.to_suspend.clone(),
             "id" if template.ends_with("/resume") => ids.to_resume.clone(),
@@ -972,8 +1059,33 @@ fn sample_body(method: &str, template: &str, ids: &Ids) -> Value {
             json!({ "policies": ids.tier_policies, "comment": "the defaults, again" })
         }
         ("post", "/v1/tokens") => {
-            json!({ "name": "erin laptop", "human": "erin@example.com", "role": "approver" })
+            json!({ "name": "erin laptop", "human": TOKEN_HOLDER, "role": "approver" })
         }
+        ("post", "/v1/auth/token") => json!({
+            "username": TOKEN_HOLDER, "password": password_of(TOKEN_HOLDER), "role": "approver",
+            "name": "erin CLI",
+        }),
+        ("post", "/v1/auth/password") => json!({
+            "username": PASSWORD_CHANGER, "current_password": password_of(PASSWORD_CHANGER),
+            "new_password": "a documented new passphrase",
+        }),
+        ("post", "/v1/humans") => json!({
+            "name": "documented@example.com", "display_name": "Documented Human",
+        }),
+        ("patch", "/v1/humans/{name}") => json!({ "display_name": "Grace Documented" }),
+        ("post", "/v1/humans/{name}/roles/{role}/revoke") => {
+            json!({ "justification": "left the audit team" })
+        }
+        ("post", "/v1/role-grants") => {
+            json!({ "human": HUMAN_TO_GRANT, "role": "approver", "justification": GRANT_WHY })
+        }
+        ("post", "/v1/role-grants/{id}/approve") | ("post", "/v1/role-grants/{id}/reject") => {
+            json!({ "note": "checked with the team lead" })
+        }
+        ("post", "/v1/certifications") => json!({
+            "name": "documented", "deadline": in_a_week(), "unanswered": "escalate",
+        }),
+        ("post", "/v1/certifications/{id}/items/{item}") => json!({ "decision": "confirm" }),
         // Tier 4 (`tier4-retire`): a recommendation only; nothing changes.
         ("post", "/v1/proposals") => proposal_sample(
             json!({ "kind": "retire_identity", "identity": ids.recommended }),
@@ -1098,6 +1210,10 @@ async fn every_documented_operation_is_served_and_answers_as_documented() {
         }
         let response = &operation["responses"][a.status.to_string()];
         let content = response["content"].as_object();
+        if a.status == 204 && content.is_none() && a.text.is_empty() {
+            // No content, documented without content.
+            continue;
+        }
         let media_ok =
             content.is_some_and(|c| c.keys().any(|m| a.content_type.starts_with(m.as_str())));
         if !media_ok {

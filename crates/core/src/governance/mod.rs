@@ -11,13 +11,15 @@
 //!   policy can lower, and escalations (overdue review, aggregates, policy errors);
 //! - [`aggregate`]: sliding-window aggregates of blast radius per capability, per target
 //!   identity and overall, and correlation chains (compounding changes);
-//! - [`workflow`]: who may approve, reject, override or perform what, and when.
+//! - [`workflow`]: who may approve, reject, override or perform what, and when;
+//! - [`certification`]: access certification campaigns (owners confirm or revoke).
 //!
 //! INVARIANT: an AI identity never authorizes anything. Every human action names a human,
 //! and every check that cannot be made refuses (fail closed).
 
 pub mod aggregate;
 pub mod assess;
+pub mod certification;
 pub mod model;
 pub mod tiering;
 pub mod workflow;

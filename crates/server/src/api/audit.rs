@@ -1,7 +1,7 @@
 //! `/v1/audit`: reading the tamper-evident log, inclusion proofs and signed checkpoints.
 
 use super::{fmt_ms, parse_time};
-use crate::auth::Caller;
+use crate::auth::{AuditReader, Caller};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::AppState;
@@ -116,10 +116,10 @@ pub struct PublicKeyView {
 
 /// List audit records.
 #[utoipa::path(get, operation_id = "list_audit_records", path = "/v1/audit", tag = "audit", params(AuditQuery), security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = RecordPage), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = RecordPage), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: AuditReader,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<RecordPage>, ApiError> {
     let limit = q.limit.unwrap_or(100);
@@ -173,10 +173,10 @@ pub async fn list(
 /// One audit record.
 #[utoipa::path(get, operation_id = "get_audit_record", path = "/v1/audit/records/{seq}", tag = "audit",
     params(("seq" = u64, Path, description = "sequence number")), security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = RecordView), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = RecordView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn record(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: AuditReader,
     ApiPath(seq): ApiPath<u64>,
 ) -> Result<Json<RecordView>, ApiError> {
     let r = state
@@ -190,11 +190,11 @@ pub async fn record(
 /// Inclusion proof of a record against the latest signed checkpoint.
 #[utoipa::path(get, operation_id = "get_inclusion_proof", path = "/v1/audit/proof/{seq}", tag = "audit",
     params(("seq" = u64, Path, description = "sequence number")), security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = ProofView), (status = 404, body = crate::error::ErrorBody),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = ProofView), (status = 404, body = crate::error::ErrorBody),
               (status = 409, description = "not yet covered by a checkpoint", body = crate::error::ErrorBody)))]
 pub async fn proof(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: AuditReader,
     ApiPath(seq): ApiPath<u64>,
 ) -> Result<Json<ProofView>, ApiError> {
     let record = state
@@ -231,10 +231,10 @@ pub async fn proof(
 
 /// Signed checkpoints, oldest first.
 #[utoipa::path(get, operation_id = "list_checkpoints", path = "/v1/audit/checkpoints", tag = "audit", security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = Vec<CheckpointView>)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = Vec<CheckpointView>)))]
 pub async fn checkpoints(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: AuditReader,
 ) -> Result<Json<Vec<CheckpointView>>, ApiError> {
     let cps = state.store.checkpoints().await?;
     Ok(Json(cps.iter().map(CheckpointView::from).collect()))
@@ -242,7 +242,7 @@ pub async fn checkpoints(
 
 /// Make a signed checkpoint of the log now (no-op if the latest one is current).
 #[utoipa::path(post, operation_id = "create_checkpoint", path = "/v1/audit/checkpoints", tag = "audit", security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = CheckpointView), (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = CheckpointView), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn create_checkpoint(
     State(state): State<AppState>,
     _caller: Caller,
@@ -266,4 +266,89 @@ pub async fn public_key(State(state): State<AppState>) -> Result<Json<PublicKeyV
         public_key_pem: crate::keys::public_pem(&state.public_key).map_err(ApiError::internal)?,
         public_key_hex: hex::encode(state.public_key.as_bytes()),
     }))
+}
+
+/// Verification of a page of records against the latest signed checkpoint, for the
+/// console: each record's leaf hash is recomputed from its content and compared with the
+/// checkpointed tree, whose root and signature are checked once.
+pub struct PageVerification {
+    pub summary: String,
+    /// Per record: (`ok` | `pending` | `bad`, text).
+    pub statuses: Vec<(&'static str, String)>,
+}
+
+pub async fn verify_page(state: &AppState, items: &[RecordView]) -> PageVerification {
+    let all = |k: &'static str, t: &str| vec![(k, t.to_owned()); items.len()];
+    let cp = match state.store.latest_checkpoint().await {
+        Ok(Some(cp)) => cp,
+        Ok(None) => {
+            return PageVerification {
+                summary: "No signed checkpoint yet: records cannot be verified.".into(),
+                statuses: all("pending", "no checkpoint yet"),
+            }
+        }
+        Err(e) => {
+            return PageVerification {
+                summary: format!("Cannot read checkpoints: {e}"),
+                statuses: all("bad", "unverified"),
+            }
+        }
+    };
+    if !cp.verify(&state.public_key) {
+        return PageVerification {
+            summary: format!(
+                "The latest checkpoint (size {}) does not verify with this server's key.",
+                cp.size
+            ),
+            statuses: all("bad", "checkpoint signature invalid"),
+        };
+    }
+    let leaves = match state.store.audit_leaf_hashes(cp.size).await {
+        Ok(l) => l,
+        Err(e) => {
+            return PageVerification {
+                summary: format!("Cannot read the log: {e}"),
+                statuses: all("bad", "unverified"),
+            }
+        }
+    };
+    if warrant_core::merkle::root_of(&leaves) != cp.root {
+        return PageVerification {
+            summary: format!(
+                "TAMPERED: the stored log does not match the signed checkpoint of {} records.",
+                cp.size
+            ),
+            statuses: all("bad", "log does not match checkpoint"),
+        };
+    }
+    let mut statuses = Vec::with_capacity(items.len());
+    for r in items {
+        if r.seq >= cp.size {
+            statuses.push(("pending", "after the latest checkpoint".to_owned()));
+            continue;
+        }
+        let stored = state.store.audit_record(r.seq).await.ok().flatten();
+        let ok = stored.is_some_and(|rec| {
+            usize::try_from(r.seq)
+                .ok()
+                .and_then(|i| leaves.get(i))
+                .is_some_and(|l| *l == rec.computed_leaf_hash())
+        });
+        statuses.push(if ok {
+            ("ok", format!("verified (checkpoint {})", cp.size))
+        } else {
+            (
+                "bad",
+                "TAMPERED: content does not match the checkpointed leaf".to_owned(),
+            )
+        });
+    }
+    PageVerification {
+        summary: format!(
+            "Latest signed checkpoint: {} records at {}, signature valid, log consistent.",
+            cp.size,
+            fmt_ms(cp.ts_ms)
+        ),
+        statuses,
+    }
 }

@@ -15,7 +15,7 @@
 //! problem with the token is a deny with its reason (audited like every decision, with
 //! the token's `jti` when it verified, never the token itself).
 
-use crate::auth::Caller;
+use crate::auth::Enforcer;
 use crate::credentials::jwt::{self, AccessClaims, TokenError};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -197,7 +197,7 @@ fn deny(reason: String) -> (Decision, String) {
 /// returned audit draft). `Err` is malformed input. Public for the benchmarks.
 pub fn decide(
     state: &AppState,
-    caller: &Caller,
+    caller: &Enforcer,
     req: &AuthorizeRequest,
 ) -> Result<(AuthorizeResponse, RecordDraft), ApiError> {
     decide_one(
@@ -217,7 +217,7 @@ pub fn decide(
 /// Decides one request as it came over HTTP (with or without an access token).
 pub fn decide_body(
     state: &AppState,
-    caller: &Caller,
+    caller: &Enforcer,
     body: &AuthorizeBody,
 ) -> Result<(AuthorizeResponse, RecordDraft), ApiError> {
     let proof =
@@ -371,7 +371,7 @@ fn check_token(
 
 fn decide_one(
     state: &AppState,
-    caller: &Caller,
+    caller: &Enforcer,
     ask: Ask<'_>,
 ) -> Result<(AuthorizeResponse, RecordDraft), ApiError> {
     if let Some(p) = ask.principal {
@@ -532,13 +532,13 @@ fn mark_used(state: &AppState, response: &AuthorizeResponse) {
 /// Decide one request. Every decision is audit-logged before the answer is sent.
 #[utoipa::path(post, operation_id = "authorize", path = "/v1/authorize", tag = "decisions", request_body = AuthorizeBody,
     security(("bearer" = [])),
-    responses((status = 200, body = AuthorizeResponse),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 200, body = AuthorizeResponse),
               (status = 400, description = "malformed request (never an allow)", body = crate::error::ErrorBody),
               (status = 401, body = crate::error::ErrorBody),
               (status = 503, description = "the audit record could not be written, or (an allow) another replica changed the principal or the policies before it could be logged: refused, ask again", body = crate::error::ErrorBody)))]
 pub async fn authorize(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Enforcer,
     ApiJson(req): ApiJson<AuthorizeBody>,
 ) -> Result<Json<AuthorizeResponse>, ApiError> {
     let (mut response, draft) = decide_body(&state, &caller, &req)?;
@@ -555,11 +555,11 @@ pub async fn authorize(
 /// Decide up to 100 requests; all their audit records are written in one group commit.
 #[utoipa::path(post, operation_id = "authorize_batch", path = "/v1/authorize/batch", tag = "decisions", request_body = BatchRequest,
     security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = BatchResponse), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = BatchResponse), (status = 400, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
 pub async fn batch(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Enforcer,
     ApiJson(body): ApiJson<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     if body.requests.is_empty() || body.requests.len() > MAX_BATCH {

@@ -20,6 +20,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
+use warrant_core::access::Perm;
 use warrant_core::governance::assess::effective_entitlements;
 use warrant_core::governance::{
     Capability, Classification, Conditions, NewCapability, Resource, Role,
@@ -92,23 +93,43 @@ async fn owner_action(
 ) -> Result<Json<CapabilityView>, ApiError> {
     let path = format!("/v1/capabilities/{id}/{action}");
     let who = acting.actor.audit();
-    if acting.role.as_deref() == Some("auditor") {
-        let reason = "the `auditor` role reads; it does not accept or review capabilities";
-        audit_refusal(state, &who, &path, "POST", reason).await;
-        return Err(ApiError::forbidden(reason));
-    }
+    acting
+        .authed
+        .require(state, Perm::OwnerAct, "POST", &path)
+        .await?;
     let c = gov_mutate(state, &who, &path, op).await?;
     Ok(Json(capability_outcome(c, state.clock.now_ms())?))
 }
 
-/// API tokens (any role) may read the governance configuration; AI identities read none.
-fn reader(acting: &Acting) -> Result<(), ApiError> {
-    if acting.role.is_none() {
-        return Err(ApiError::forbidden(
-            "access tokens of identities may only submit and read their own proposals",
-        ));
+/// Reading the governance configuration needs the `read` permission (admin, approver,
+/// auditor; an owner only where `owned` says what the owner may see); identities read
+/// none. Refusals are audited. Returns the owner to narrow to, if the caller is one.
+pub async fn reader(
+    state: &AppState,
+    acting: &Acting,
+    path: &str,
+    owner_scoped: bool,
+) -> Result<Option<String>, ApiError> {
+    acting
+        .authed
+        .require(state, Perm::Read, "GET", path)
+        .await?;
+    let p = acting.principal();
+    if p.owner_only(Perm::Read) {
+        if !owner_scoped {
+            return Err(acting
+                .authed
+                .refuse(
+                    state,
+                    "GET",
+                    path,
+                    "the `owner` role sees its own identities, capabilities and proposals only",
+                )
+                .await);
+        }
+        return Ok(p.human().map(str::to_owned));
     }
-    Ok(())
+    Ok(None)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -243,13 +264,18 @@ pub async fn list_capabilities(
     State(state): State<AppState>,
     acting: Acting,
 ) -> Result<Json<CapabilityList>, ApiError> {
-    reader(&acting)?;
+    let owner = reader(&state, &acting, "/v1/capabilities", true).await?;
     let now = state.clock.now_ms();
     let snap = state.snapshot.load();
     let mut items: Vec<CapabilityView> = snap
         .gov
         .capabilities
         .values()
+        .filter(|c| {
+            owner
+                .as_ref()
+                .is_none_or(|o| o.eq_ignore_ascii_case(&c.owner))
+        })
         .map(|c| CapabilityView::new(c, now))
         .collect();
     items.sort_by(|a, b| a.capability.id.cmp(&b.capability.id));
@@ -266,12 +292,17 @@ pub async fn show_capability(
     acting: Acting,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CapabilityView>, ApiError> {
-    reader(&acting)?;
+    let owner = reader(&state, &acting, &format!("/v1/capabilities/{id}"), true).await?;
     let snap = state.snapshot.load();
     let c = snap
         .gov
         .capabilities
         .get(&id)
+        .filter(|c| {
+            owner
+                .as_ref()
+                .is_none_or(|o| o.eq_ignore_ascii_case(&c.owner))
+        })
         .ok_or_else(|| ApiError::not_found(format!("capability `{id}` is not declared")))?;
     Ok(Json(CapabilityView::new(c, state.clock.now_ms())))
 }
@@ -397,7 +428,7 @@ pub async fn list_roles(
     acting: Acting,
 ) -> Result<Json<RoleList>, ApiError> {
     use warrant_core::governance::assess::Graph;
-    reader(&acting)?;
+    reader(&state, &acting, "/v1/roles", false).await?;
     let snap = state.snapshot.load();
     let mut items: Vec<RoleView> = snap
         .gov
@@ -422,7 +453,7 @@ pub async fn show_role(
     acting: Acting,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<RoleView>, ApiError> {
-    reader(&acting)?;
+    reader(&state, &acting, &format!("/v1/roles/{name}"), false).await?;
     role_view(&state, &name)
 }
 
@@ -505,7 +536,7 @@ pub async fn list_resources(
     State(state): State<AppState>,
     acting: Acting,
 ) -> Result<Json<ResourceList>, ApiError> {
-    reader(&acting)?;
+    reader(&state, &acting, "/v1/resources", false).await?;
     let snap = state.snapshot.load();
     let mut items: Vec<ResourceView> = snap
         .gov
@@ -555,7 +586,7 @@ pub async fn get_tier_policies(
     State(state): State<AppState>,
     acting: Acting,
 ) -> Result<Json<TierPoliciesView>, ApiError> {
-    reader(&acting)?;
+    reader(&state, &acting, "/v1/tier-policies", false).await?;
     Ok(Json(tier_view(&state)))
 }
 
@@ -645,37 +676,82 @@ pub struct ApiTokenList {
               (status = 403, body = crate::error::ErrorBody)))]
 pub async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
+    acting: Acting,
     ApiJson(body): ApiJson<ApiTokenRequest>,
 ) -> Result<(StatusCode, Json<ApiTokenCreated>), ApiError> {
-    let human = warrant_core::identity::validate_owner(&body.human)
-        .map_err(|e| ApiError::bad_request(format!("`human`: {e}")))?;
-    if !TOKEN_ROLES.contains(&body.role.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "`role` must be one of: {}",
-            TOKEN_ROLES.join(", ")
-        )));
-    }
-    let name = body.name.trim();
+    // A human issues tokens to themselves only, for a role this credential holds: nobody
+    // (no admin, not the bootstrap token) can mint a credential that acts as someone else,
+    // and a one-role token cannot mint a token of another role.
+    let p = acting.principal();
+    let role = warrant_core::access::CpRole::parse(&body.role)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let me = match p.human() {
+        None => Err("API tokens are issued by their human to themselves (signed in, with `warrant login`, or POST /v1/auth/token); the bootstrap token and identities issue none".to_owned()),
+        Some(me) if !me.eq_ignore_ascii_case(body.human.trim()) => Err(format!(
+            "`{me}` may issue tokens to themselves only, not to `{}`",
+            body.human.trim()
+        )),
+        Some(_) if !p.holds(role) => Err(format!(
+            "this credential does not act with the `{}` role, so it cannot issue a token that does",
+            role.as_str()
+        )),
+        Some(me) => Ok(me),
+    };
+    let me = match me {
+        Ok(me) => me,
+        Err(reason) => {
+            return Err(acting
+                .authed
+                .refuse(&state, "POST", "/v1/tokens", &reason)
+                .await)
+        }
+    };
+    let human = state
+        .snapshot
+        .load()
+        .gov
+        .humans
+        .get(&warrant_core::access::Human::key(me))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("human `{me}` not found")))?;
+    issue_token(&state, &acting.authed.actor(), &human, role, &body.name).await
+}
+
+/// Issues an API token of `human` with `role` (which they must hold now).
+pub async fn issue_token(
+    state: &AppState,
+    actor: &str,
+    human: &warrant_core::access::Human,
+    role: warrant_core::access::CpRole,
+    name: &str,
+) -> Result<(StatusCode, Json<ApiTokenCreated>), ApiError> {
+    let name = name.trim();
     if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "`name` must be 1 to 200 printable characters",
         ));
+    }
+    if !human.holds(role) {
+        return Err(ApiError::conflict(format!(
+            "`{}` does not hold the `{}` role; a role is granted through POST /v1/role-grants and a second admin's approval",
+            human.name,
+            role.as_str()
+        )));
     }
     let secret = crate::auth::generate_token();
     let id = format!("tok_{}", uuid::Uuid::now_v7().simple());
     state
         .writer
         .mutate(Op::PutToken {
-            actor: caller.actor(),
+            actor: actor.to_owned(),
             token: TokenRow {
                 id: id.clone(),
                 name: name.to_owned(),
                 hash: crate::auth::hash_token(&secret),
-                role: body.role.clone(),
+                role: role.as_str().to_owned(),
                 created_ms: state.clock.now_ms(),
                 revoked_ms: None,
-                human: Some(human.clone()),
+                human: Some(human.name.clone()),
             },
             note: "issued to a named human",
             unless_active: false,
@@ -686,8 +762,8 @@ pub async fn create_token(
         Json(ApiTokenCreated {
             id,
             token: secret,
-            human,
-            role: body.role,
+            human: human.name.clone(),
+            role: role.as_str().to_owned(),
         }),
     ))
 }
@@ -740,7 +816,7 @@ pub async fn revoke_token(
             "token `{id}` is revoked already"
         )));
     }
-    if t.id == caller.token_id {
+    if t.id == caller.token_id() {
         return Err(ApiError::conflict("a token cannot revoke itself"));
     }
     t.revoked_ms = Some(state.clock.now_ms());

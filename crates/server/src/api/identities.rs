@@ -1,7 +1,8 @@
 //! `/v1/identities`: the registry of non-human identities.
 
 use super::fmt_ms;
-use crate::auth::Caller;
+use crate::api::governance::reader;
+use crate::auth::{Acting, Caller};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use crate::ops::{Op, Outcome};
@@ -147,7 +148,7 @@ fn identity_outcome(o: Outcome) -> Result<Identity, ApiError> {
 /// Register a non-human identity.
 #[utoipa::path(post, operation_id = "create_identity", path = "/v1/identities", tag = "identities", request_body = CreateIdentity,
     security(("bearer" = [])),
-    responses((status = 201, body = IdentityView), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 201, body = IdentityView), (status = 400, body = crate::error::ErrorBody),
               (status = 401, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
 pub async fn create(
@@ -186,12 +187,25 @@ pub async fn create(
 /// List identities (filtered, keyset-paginated, in creation order).
 #[utoipa::path(get, operation_id = "list_identities", path = "/v1/identities", tag = "identities", params(ListQuery),
     security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityPage), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityPage), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    acting: Acting,
+    ApiQuery(mut q): ApiQuery<ListQuery>,
 ) -> Result<Json<IdentityPage>, ApiError> {
+    // An owner sees the identities they own only.
+    if let Some(owner) = reader(&state, &acting, "/v1/identities", true).await? {
+        if q.owner
+            .as_ref()
+            .is_some_and(|o| !o.eq_ignore_ascii_case(&owner))
+        {
+            return Ok(Json(IdentityPage {
+                items: vec![],
+                next_cursor: None,
+            }));
+        }
+        q.owner = Some(owner);
+    }
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("`limit` must be between 1 and 500"));
@@ -247,13 +261,17 @@ async fn load(state: &AppState, id: &str) -> Result<Identity, ApiError> {
 #[utoipa::path(get, operation_id = "get_identity", path = "/v1/identities/{id}", tag = "identities",
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
-    _caller: Caller,
+    acting: Acting,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IdentityView>, ApiError> {
+    let owner = reader(&state, &acting, &format!("/v1/identities/{id}"), true).await?;
     let i = load(&state, &id).await?;
+    if owner.is_some_and(|o| !o.eq_ignore_ascii_case(&i.owner)) {
+        return Err(ApiError::not_found(format!("no identity `{id}`")));
+    }
     Ok(Json(view(&state, &i)))
 }
 
@@ -261,7 +279,7 @@ pub async fn show(
 #[utoipa::path(patch, operation_id = "update_identity", path = "/v1/identities/{id}", tag = "identities", request_body = UpdateIdentity,
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -325,7 +343,7 @@ async fn transition(
 #[utoipa::path(post, operation_id = "suspend_identity", path = "/v1/identities/{id}/suspend", tag = "identities", request_body(content = Option<LifecycleRequest>, description = "optional; an empty body is allowed"),
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn suspend(
     State(state): State<AppState>,
     caller: Caller,
@@ -339,7 +357,7 @@ pub async fn suspend(
 #[utoipa::path(post, operation_id = "resume_identity", path = "/v1/identities/{id}/resume", tag = "identities", request_body(content = Option<LifecycleRequest>, description = "optional; an empty body is allowed"),
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
     caller: Caller,
@@ -353,7 +371,7 @@ pub async fn resume(
 #[utoipa::path(post, operation_id = "retire_identity", path = "/v1/identities/{id}/retire", tag = "identities", request_body(content = Option<LifecycleRequest>, description = "optional; an empty body is allowed"),
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = IdentityView), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn retire(
     State(state): State<AppState>,
     caller: Caller,

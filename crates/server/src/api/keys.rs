@@ -15,7 +15,7 @@
 //!   the longest lifetime when that is shorter).
 
 use super::fmt_ms;
-use crate::auth::Caller;
+use crate::auth::{Caller, ReaderAll};
 use crate::credentials::assertion::{self, JwkError};
 use crate::credentials::keys;
 use crate::error::ApiError;
@@ -132,7 +132,7 @@ async fn identity_key(state: &AppState, id: &str, kid: &str) -> Result<IdentityK
     request_body = AddKeyRequest,
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 201, body = IdentityKeyView),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 201, body = IdentityKeyView),
               (status = 400, description = "not an Ed25519 or P-256 public JWK, or private key material was sent", body = crate::error::ErrorBody),
               (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 409, description = "the identity has a key with this kid already, or is retired", body = crate::error::ErrorBody),
@@ -170,11 +170,11 @@ pub async fn add(
 #[utoipa::path(get, operation_id = "list_identity_keys", path = "/v1/identities/{id}/keys", tag = "keys",
     params(("id" = String, Path, description = "identity id")),
     security(("bearer" = [])),
-    responses((status = 200, body = IdentityKeyList), (status = 401, body = crate::error::ErrorBody),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 200, body = IdentityKeyList), (status = 401, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: ReaderAll,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IdentityKeyList>, ApiError> {
     identity_exists(&state, &id).await?;
@@ -188,7 +188,7 @@ pub async fn list(
 #[utoipa::path(delete, operation_id = "revoke_identity_key", path = "/v1/identities/{id}/keys/{kid}", tag = "keys",
     params(("id" = String, Path, description = "identity id"), ("kid" = String, Path, description = "key id")),
     security(("bearer" = [])),
-    responses((status = 200, description = "the revoked key", body = IdentityKeyView),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 200, description = "the revoked key", body = IdentityKeyView),
               (status = 401, body = crate::error::ErrorBody),
               (status = 404, description = "no such identity, or no unrevoked key with this kid", body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
@@ -238,11 +238,11 @@ async fn signing_keys(state: &AppState) -> Result<SigningKeyList, ApiError> {
 /// List the access-token signing keys (public facts only).
 #[utoipa::path(get, operation_id = "list_signing_keys", path = "/v1/keys", tag = "keys",
     security(("bearer" = [])),
-    responses((status = 200, body = SigningKeyList), (status = 401, body = crate::error::ErrorBody),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 200, body = SigningKeyList), (status = 401, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
 pub async fn signing(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: ReaderAll,
 ) -> Result<Json<SigningKeyList>, ApiError> {
     Ok(Json(signing_keys(&state).await?))
 }
@@ -261,7 +261,7 @@ pub fn unpublish_at(now: Millis, max_lifetime_secs: u64) -> Millis {
 /// all expired (see `leaves_jwks_at`).
 #[utoipa::path(post, operation_id = "rotate_signing_key", path = "/v1/keys/rotate", tag = "keys",
     security(("bearer" = [])),
-    responses((status = 201, description = "the signing keys after the rotation", body = SigningKeyList),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 201, description = "the signing keys after the rotation", body = SigningKeyList),
               (status = 401, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn rotate(
     State(state): State<AppState>,

@@ -6,7 +6,7 @@
 //! answer is already denied (or decided normally again after a release).
 
 use super::fmt_ms;
-use crate::auth::Caller;
+use crate::auth::{Acting, Caller, ReaderAll};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::ops::{Op, Outcome};
@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
+use warrant_core::access::Perm;
 use warrant_core::credentials::{validate_reason, CredentialError, KillSwitch, KillTarget};
 
 #[derive(OpenApi)]
@@ -156,25 +157,39 @@ fn switch_outcome(o: Outcome) -> Result<KillSwitch, ApiError> {
 /// request on, until it is released.
 #[utoipa::path(post, operation_id = "engage_kill_switch", path = "/v1/killswitches", tag = "killswitch", request_body = EngageRequest,
     security(("bearer" = [])),
-    responses((status = 201, body = KillSwitchView), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 201, body = KillSwitchView), (status = 400, body = crate::error::ErrorBody),
               (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
               (status = 404, description = "the target identity does not exist", body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
 pub async fn engage(
     State(state): State<AppState>,
-    caller: Caller,
+    acting: Acting,
     ApiJson(body): ApiJson<EngageRequest>,
 ) -> Result<(StatusCode, Json<KillSwitchView>), ApiError> {
+    let authed = &acting.authed;
+    authed
+        .require(&state, Perm::KillSwitch, "POST", "/v1/killswitches")
+        .await?;
     let target = KillTarget::parse(&body.target.kind, body.target.value.as_deref())
         .map_err(|e| ApiError::bad_request(format!("`target`: {}", message(e))))?;
     let reason = reason_of(&body.reason)?;
+    let owner_only = authed.principal.owner_only(Perm::KillSwitch);
     if let KillTarget::Identity(id) = &target {
-        if state.store.get_identity(id).await?.is_none() {
+        let Some(i) = state.store.get_identity(id).await? else {
             return Err(ApiError::not_found(format!("no identity `{id}`")));
+        };
+        if owner_only && !authed.principal.owns(&i.owner) {
+            return Err(authed
+                .refuse(&state, "POST", "/v1/killswitches", &format!("an owner engages the kill switch of their own identities only; `{id}` is owned by `{}`", i.owner))
+                .await);
         }
+    } else if owner_only {
+        return Err(authed
+            .refuse(&state, "POST", "/v1/killswitches", "an owner engages the kill switch of one of their own identities only (target kind `identity`)")
+            .await);
     }
-    let actor = caller.actor();
+    let actor = authed.actor();
     let switch = KillSwitch {
         id: new_id(),
         target,
@@ -196,12 +211,12 @@ pub async fn engage(
 /// List kill switches: engaged ones by default, every one with `all=true`.
 #[utoipa::path(get, operation_id = "list_kill_switches", path = "/v1/killswitches", tag = "killswitch", params(ListQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = KillSwitchList), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 200, body = KillSwitchList), (status = 400, body = crate::error::ErrorBody),
               (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: ReaderAll,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<KillSwitchList>, ApiError> {
     let switches = state.store.kill_switches(q.all.unwrap_or(false)).await?;
@@ -214,13 +229,13 @@ pub async fn list(
 #[utoipa::path(get, operation_id = "get_kill_switch", path = "/v1/killswitches/{id}", tag = "killswitch",
     params(("id" = String, Path, description = "kill switch id")),
     security(("bearer" = [])),
-    responses((status = 200, body = KillSwitchView),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 200, body = KillSwitchView),
               (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: ReaderAll,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<KillSwitchView>, ApiError> {
     let switches = state.store.kill_switches(true).await?;
@@ -236,7 +251,7 @@ pub async fn show(
 #[utoipa::path(post, operation_id = "release_kill_switch", path = "/v1/killswitches/{id}/release", tag = "killswitch", request_body = ReleaseRequest,
     params(("id" = String, Path, description = "kill switch id")),
     security(("bearer" = [])),
-    responses((status = 200, body = KillSwitchView), (status = 400, body = crate::error::ErrorBody),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 200, body = KillSwitchView), (status = 400, body = crate::error::ErrorBody),
               (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody),
               (status = 409, description = "released already", body = crate::error::ErrorBody),

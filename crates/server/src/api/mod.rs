@@ -2,7 +2,9 @@
 
 pub mod audit;
 pub mod authorize;
+pub mod certifications;
 pub mod governance;
+pub mod humans;
 pub mod identities;
 pub mod keys;
 pub mod killswitch;
@@ -98,6 +100,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(oauth_more::Doc::openapi());
     doc.merge(governance::Doc::openapi());
     doc.merge(proposals::Doc::openapi());
+    doc.merge(humans::Doc::openapi());
+    doc.merge(certifications::Doc::openapi());
     doc
 }
 
@@ -180,6 +184,9 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth_more::routes())
         .merge(governance::routes())
         .merge(proposals::routes())
+        .merge(humans::routes())
+        .merge(certifications::routes())
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -33,7 +33,7 @@
 //!   subject token verified as `credential.refused`.
 
 use crate::api::oauth::{no_store, OAuthError, OAuthErrorBody};
-use crate::auth::Caller;
+use crate::auth::Enforcer;
 use crate::credentials::jwt::{self, AccessClaims};
 use crate::error::ApiError;
 use crate::ops::Op;
@@ -301,13 +301,13 @@ fn in_force(state: &AppState, snap: &Snapshot, token: &str) -> Option<AccessClai
 #[utoipa::path(post, operation_id = "introspect_token", path = "/oauth2/introspect", tag = "oauth",
     request_body(content = IntrospectRequest, content_type = "application/x-www-form-urlencoded"),
     security(("bearer" = [])),
-    responses((status = 200, description = "`{\"active\": false}` for any token not in force", body = IntrospectionResponse),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 200, description = "`{\"active\": false}` for any token not in force", body = IntrospectionResponse),
               (status = 400, description = "no `token`, or a malformed body", body = OAuthErrorBody),
               (status = 401, description = "missing or invalid API token", body = crate::error::ErrorBody),
               (status = 415, body = OAuthErrorBody)))]
 pub async fn introspect(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: Enforcer,
     OAuthForm(form): OAuthForm,
 ) -> Response {
     let token = match form.get("token").map(String::as_str) {
@@ -342,14 +342,14 @@ pub async fn introspect(
 #[utoipa::path(post, operation_id = "revoke_token", path = "/oauth2/revoke", tag = "oauth",
     request_body(content = RevokeRequest, content_type = "application/x-www-form-urlencoded"),
     security(("bearer" = [])),
-    responses((status = 200, description = "revoked, or nothing to revoke (RFC 7009 §2.2)", body = RevokeResponse),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 200, description = "revoked, or nothing to revoke (RFC 7009 §2.2)", body = RevokeResponse),
               (status = 400, description = "no `token`, or a malformed body", body = OAuthErrorBody),
               (status = 401, description = "missing or invalid API token", body = crate::error::ErrorBody),
               (status = 415, body = OAuthErrorBody),
               (status = 503, description = "the revocation could not be recorded; it was not applied", body = OAuthErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    caller: Caller,
+    caller: Enforcer,
     OAuthForm(form): OAuthForm,
 ) -> Response {
     let token = match form.get("token").map(String::as_str) {

@@ -3,7 +3,7 @@
 //! column) and the version in force stays in force.
 
 use super::fmt_ms;
-use crate::auth::Caller;
+use crate::auth::{Caller, ReaderAll};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::ops::{Op, Outcome};
@@ -102,10 +102,10 @@ fn schema_or_current(state: &AppState, schema: Option<String>) -> String {
 
 /// The policies in force.
 #[utoipa::path(get, operation_id = "get_policy", path = "/v1/policies", tag = "policies", security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = PolicyView)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = PolicyView)))]
 pub async fn current(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: ReaderAll,
 ) -> Result<Json<PolicyView>, ApiError> {
     let snap = state.snapshot.load();
     match state.store.policy_version(snap.policy_version).await? {
@@ -124,7 +124,7 @@ pub async fn current(
 
 /// Put a new version of the schema and policies (validated first; refused when invalid).
 #[utoipa::path(put, operation_id = "put_policy", path = "/v1/policies", tag = "policies", request_body = PutPolicy, security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = PolicyView),
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = PolicyView),
               (status = 400, description = "invalid Cedar; `details` lists diagnostics", body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)))]
 pub async fn put(
@@ -166,10 +166,10 @@ pub async fn put(
 
 /// Validate a schema and policies without putting them.
 #[utoipa::path(post, operation_id = "validate_policy", path = "/v1/policies/validate", tag = "policies", request_body = PutPolicy, security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = ValidationView), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = ValidationView), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn validate(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: ReaderAll,
     ApiJson(body): ApiJson<PutPolicy>,
 ) -> Result<Json<ValidationView>, ApiError> {
     let schema = schema_or_current(&state, body.schema);
@@ -189,10 +189,10 @@ pub async fn validate(
 
 /// Policy versions, newest first.
 #[utoipa::path(get, operation_id = "list_policy_versions", path = "/v1/policies/versions", tag = "policies", params(HistoryQuery), security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = Vec<PolicyVersionSummary>), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = Vec<PolicyVersionSummary>), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: ReaderAll,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Vec<PolicyVersionSummary>>, ApiError> {
     let limit = q.limit.unwrap_or(20);
@@ -216,10 +216,10 @@ pub async fn history(
 /// One policy version.
 #[utoipa::path(get, operation_id = "get_policy_version", path = "/v1/policies/versions/{version}", tag = "policies",
     params(("version" = u64, Path, description = "version number")), security(("bearer" = [])),
-    responses((status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = PolicyView), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 403, description = "refused for this caller (audited)", body = crate::error::ErrorBody), (status = 401, description = "missing or invalid token", body = crate::error::ErrorBody), (status = 200, body = PolicyView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn version(
     State(state): State<AppState>,
-    _caller: Caller,
+    _caller: ReaderAll,
     ApiPath(version): ApiPath<u64>,
 ) -> Result<Json<PolicyView>, ApiError> {
     let v = state

@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
+use warrant_core::access::Perm;
 use warrant_core::governance::workflow::Actor;
 use warrant_core::governance::{Change, Proposal, ProposalState};
 use warrant_store::ObjectFilter;
@@ -207,15 +208,52 @@ async fn load(state: &AppState, id: &str) -> Result<Proposal, ApiError> {
     state::body(&row).ok_or_else(|| ApiError::internal("stored proposal does not decode"))
 }
 
-/// An identity's access token sees its own proposals only; API tokens see all.
-fn may_read(acting: &Acting, p: &Proposal) -> Result<(), ApiError> {
+/// An identity's access token sees its own proposals only; an owner those of the
+/// capabilities they own or that target identities they own; other readers all.
+fn may_read(
+    state: &AppState,
+    acting: &Acting,
+    owner: Option<&str>,
+    p: &Proposal,
+) -> Result<(), ApiError> {
+    let hidden = || ApiError::not_found(format!("proposal `{}` not found", p.id));
     match &acting.actor {
-        Actor::Identity { id, .. } if *id != p.proposer => Err(ApiError::not_found(format!(
-            "proposal `{}` not found",
-            p.id
-        ))),
-        _ => Ok(()),
+        Actor::Identity { id, .. } if *id != p.proposer => Err(hidden()),
+        _ => match owner {
+            None => Ok(()),
+            Some(o) => {
+                let snap = state.snapshot.load();
+                let owns_cap = snap
+                    .gov
+                    .capabilities
+                    .get(&p.capability)
+                    .is_some_and(|c| c.owner.eq_ignore_ascii_case(o));
+                let owns_target = p.targets().iter().any(|t| {
+                    snap.principals
+                        .get(t)
+                        .is_some_and(|e| e.identity.owner.eq_ignore_ascii_case(o))
+                });
+                if owns_cap || owns_target {
+                    Ok(())
+                } else {
+                    Err(hidden())
+                }
+            }
+        },
     }
+}
+
+/// Who may read proposals: the proposing identity (its own), and humans with the `read`
+/// permission (owners narrowed to theirs). Returns the owner to narrow to.
+async fn proposal_reader(
+    state: &AppState,
+    acting: &Acting,
+    path: &str,
+) -> Result<Option<String>, ApiError> {
+    if acting.is_identity() {
+        return Ok(None);
+    }
+    crate::api::governance::reader(state, acting, path, true).await
 }
 
 /// Submit a proposal. warrant assesses it (blast radius from its entitlement graph,
@@ -298,6 +336,7 @@ pub async fn submit(
         confidence_pct: (body.confidence * 100.0).round() as u8,
         parent: body.parent,
         correlation: body.correlation,
+        certification: None,
     };
     let c = gov_mutate(
         &state,
@@ -337,6 +376,7 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("`limit` must be 1 to 500"));
     }
+    let owner = proposal_reader(&state, &acting, "/v1/proposals").await?;
     let mut items = Vec::new();
     let mut cursor = q.cursor.clone();
     let mut next_cursor = None;
@@ -358,7 +398,7 @@ pub async fn list(
                 continue;
             };
             if q.capability.as_ref().is_some_and(|c| *c != p.capability)
-                || may_read(&acting, &p).is_err()
+                || may_read(&state, &acting, owner.as_deref(), &p).is_err()
             {
                 continue;
             }
@@ -386,8 +426,9 @@ pub async fn show(
     acting: Acting,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ProposalView>, ApiError> {
+    let owner = proposal_reader(&state, &acting, &format!("/v1/proposals/{id}")).await?;
     let p = load(&state, &id).await?;
-    may_read(&acting, &p)?;
+    may_read(&state, &acting, owner.as_deref(), &p)?;
     Ok(Json(ProposalView::new(p, &state)))
 }
 
@@ -402,8 +443,9 @@ pub async fn chain(
     acting: Acting,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ChainView>, ApiError> {
+    let owner = proposal_reader(&state, &acting, &format!("/v1/proposals/{id}/chain")).await?;
     let p = load(&state, &id).await?;
-    may_read(&acting, &p)?;
+    may_read(&state, &acting, owner.as_deref(), &p)?;
     let chain: ChainRow = match state.store.get_object(kind::CHAIN, &p.correlation).await? {
         Some(r) => state::body(&r).unwrap_or_default(),
         None => ChainRow::default(),
@@ -417,7 +459,7 @@ pub async fn chain(
             load(&state, pid).await?
         };
         // An identity's token sees only its own steps of a chain.
-        if may_read(&acting, &step).is_err() {
+        if may_read(&state, &acting, owner.as_deref(), &step).is_err() {
             continue;
         }
         if step.state.counts() {
@@ -463,26 +505,18 @@ async fn decide(
     op: GovOp,
 ) -> Result<Json<ProposalView>, ApiError> {
     let who = acting.actor.audit();
-    // Control-plane roles: auditors read, they never decide; AI identities never decide
-    // either (the workflow rules refuse them with the precise reason). Issue 6 narrows
-    // `owner` to the owner's own identities and capabilities.
-    let allowed: &[&str] = &["admin", "approver", "owner"];
-    if let Some(role) = &acting.role {
-        if !allowed.contains(&role.as_str()) {
-            let reason = format!(
-                "the `{role}` role may not {action} proposals (needs one of: {})",
-                allowed.join(", ")
-            );
-            audit_refusal(
-                state,
-                &who,
-                &format!("/v1/proposals/{id}/{action}"),
-                "POST",
-                &reason,
-            )
-            .await;
-            return Err(ApiError::forbidden(reason));
-        }
+    // Control-plane roles: approvers decide; Tier 2 reviews also by owners (the workflow
+    // then requires the capability's reviewer or owner, a named human, never the
+    // requester or a beneficiary). Auditors and admins do not decide.
+    let perm = match action {
+        "override" | "ratify" => Perm::Review,
+        _ => Perm::Decide,
+    };
+    if !acting.is_identity() {
+        acting
+            .authed
+            .require(state, perm, "POST", &format!("/v1/proposals/{id}/{action}"))
+            .await?;
     }
     let c = gov_mutate(state, &who, &format!("/v1/proposals/{id}/{action}"), op).await?;
     Ok(Json(proposal_outcome(c, state)?))
@@ -607,8 +641,9 @@ pub async fn deliveries(
     acting: Acting,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeliveryList>, ApiError> {
+    let owner = proposal_reader(&state, &acting, &format!("/v1/proposals/{id}/deliveries")).await?;
     let p = load(&state, &id).await?;
-    may_read(&acting, &p)?;
+    may_read(&state, &acting, owner.as_deref(), &p)?;
     let mut items = Vec::new();
     for did in &p.deliveries {
         if let Some(row) = state.store.get_object(kind::DELIVERY, did).await? {

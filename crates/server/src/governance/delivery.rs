@@ -272,6 +272,22 @@ pub async fn tick(state: &AppState, client: &reqwest::Client) {
                     tracing::warn!(proposal = %row.id, error = %e, "proposal timer failed; retrying next tick");
                 }
             }
+            kind::CAMPAIGN => {
+                if let Err(e) = state
+                    .writer
+                    .mutate(Op::Gov(Box::new(GovOp::Cert(Box::new(
+                        super::certify::CertOp::Deadline { id: row.id.clone() },
+                    )))))
+                    .await
+                {
+                    tracing::warn!(campaign = %row.id, error = %e, "certification deadline failed; retrying next tick");
+                }
+            }
+            kind::SESSION => {
+                if let Err(e) = crate::humans::end(state, "system", &row.id, "expired").await {
+                    tracing::warn!(session = %row.id, error = %e.message, "session expiry failed; retrying next tick");
+                }
+            }
             kind::DELIVERY => match state::body::<Delivery>(&row) {
                 Some(d) => sends.push(d),
                 // Undecodable: the writer takes it out of the queue and raises an alert.

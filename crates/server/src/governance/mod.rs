@@ -1,13 +1,17 @@
 //! Tiered change governance at the edge of the domain: the governance state in the
 //! snapshot (`state`), the writer ops that submit, decide, execute and time out proposals
 //! (`ops`), the executor that applies changes to warrant's entitlement store (`executor`)
-//! and the delivery of notifications and connector calls (`delivery`).
+//! the delivery of notifications and connector calls (`delivery`), and the humans who
+//! operate warrant: accounts, two-person role grants, sessions (`humans`), and access
+//! certification campaigns (`certify`).
 //!
 //! The rules live in `warrant_core::governance`; this module wires them to storage, the
 //! audit log and the network.
 
+pub mod certify;
 pub mod delivery;
 pub mod executor;
+pub mod humans;
 pub mod ops;
 pub mod state;
 

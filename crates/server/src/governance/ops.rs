@@ -31,6 +31,43 @@ pub struct Submission {
     pub confidence_pct: u8,
     pub parent: Option<String>,
     pub correlation: Option<String>,
+    /// Set when the change is an owner's revocation in an access certification (not an
+    /// AI's proposal): tiered and run by the same workflow, recorded as a human's act.
+    pub certification: Option<CertOrigin>,
+}
+
+/// Where a certification revocation comes from.
+#[derive(Debug, Clone)]
+pub struct CertOrigin {
+    pub campaign: warrant_core::governance::certification::Campaign,
+    pub item: u32,
+    pub owner: String,
+    pub environment: String,
+}
+
+/// The capability a stored proposal is governed under: a declared AI capability, or the
+/// owner's certification capability (rebuilt from the campaign).
+async fn proposal_capability(
+    tx: &mut dyn WriteTx,
+    ctx: &Ctx<'_>,
+    p: &Proposal,
+) -> Result<Capability, WriteError> {
+    use warrant_core::governance::certification;
+    let Some(campaign_id) = p.capability.strip_prefix(certification::PREFIX) else {
+        return capability(ctx, &p.capability).cloned();
+    };
+    let row = tx
+        .get_object(kind::CAMPAIGN, campaign_id)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| WriteError::NotFound(format!("campaign `{campaign_id}` not found")))?;
+    let c: certification::Campaign = decoded(&row)?;
+    let env = p
+        .evidence
+        .get("environment")
+        .and_then(|e| e.as_str())
+        .unwrap_or_default();
+    Ok(certification::capability(&c, &p.proposer, env))
 }
 
 /// The result of one delivery attempt.
@@ -102,6 +139,10 @@ pub enum GovOp {
     Timer {
         id: String,
     },
+    /// Humans, role grants, sessions.
+    Human(Box<super::humans::HumanOp>),
+    /// Access certification campaigns.
+    Cert(Box<super::certify::CertOp>),
     /// A webhook delivery attempt ended.
     DeliveryDone {
         id: String,
@@ -245,6 +286,8 @@ fn summary(p: &Proposal) -> serde_json::Value {
 pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<Applied, WriteError> {
     match op {
         GovOp::PutCapability { actor, new } => put_capability(tx, ctx, &actor, new).await,
+        GovOp::Human(op) => super::humans::apply(tx, *op, ctx).await,
+        GovOp::Cert(op) => super::certify::apply(tx, *op, ctx).await,
         GovOp::AcceptCapability {
             actor,
             id,
@@ -485,7 +528,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
             justification,
         } => {
             let mut p = load_proposal(tx, &id).await?;
-            let cap = capability(ctx, &p.capability)?.clone();
+            let cap = proposal_capability(tx, ctx, &p).await?;
             // A suspension's inverse resumes the identity: if it changed again since (an
             // admin acted on it), resuming could undo that too; a human decides instead.
             // (Entitlement and role inverses touch only what the change touched.)
@@ -559,7 +602,7 @@ pub async fn apply(tx: &mut dyn WriteTx, op: GovOp, ctx: &Ctx<'_>) -> Result<App
             justification,
         } => {
             let mut p = load_proposal(tx, &id).await?;
-            let cap = capability(ctx, &p.capability)?.clone();
+            let cap = proposal_capability(tx, ctx, &p).await?;
             workflow::ratify(
                 &mut p,
                 &cap,
@@ -794,7 +837,11 @@ async fn put_capability(
     .await
 }
 
-async fn submit(tx: &mut dyn WriteTx, ctx: &Ctx<'_>, s: Submission) -> Result<Applied, WriteError> {
+/// The capability and identity of an AI's submission, after the capability's checks.
+fn ai_submitter(
+    ctx: &Ctx<'_>,
+    s: &Submission,
+) -> Result<(Capability, warrant_core::identity::Identity), WriteError> {
     let snap = ctx.snap;
     let now = ctx.now;
     let cap = capability(ctx, &s.capability)?.clone();
@@ -837,6 +884,42 @@ async fn submit(tx: &mut dyn WriteTx, ctx: &Ctx<'_>, s: Submission) -> Result<Ap
                 .collect::<String>()
         )));
     }
+    Ok((cap, proposer))
+}
+
+pub(crate) async fn submit(
+    tx: &mut dyn WriteTx,
+    ctx: &Ctx<'_>,
+    s: Submission,
+) -> Result<Applied, WriteError> {
+    let snap = ctx.snap;
+    let now = ctx.now;
+    let (cap, proposer) = match &s.certification {
+        Some(o) => {
+            let target = s
+                .change
+                .target_identity()
+                .and_then(|t| snap.principals.get(t))
+                .map(|e| e.identity.clone())
+                .ok_or_else(|| WriteError::Conflict("the certified identity is gone".into()))?;
+            let cap = warrant_core::governance::certification::capability(
+                &o.campaign,
+                &o.owner,
+                &o.environment,
+            );
+            // The tiering needs a proposing identity: the certification itself, owned by
+            // the answering owner, in the identity's environment (never an AI).
+            let proposer = warrant_core::identity::Identity {
+                id: s.proposer.clone(),
+                name: cap.id.clone(),
+                kind: warrant_core::identity::IdentityKind::ServiceAccount,
+                owner: o.owner.clone(),
+                ..target
+            };
+            (cap, proposer)
+        }
+        None => ai_submitter(ctx, &s)?,
+    };
     let correlation = match &s.parent {
         Some(parent) => {
             let parent_p = load_proposal(tx, parent).await.map_err(|e| match e {
@@ -894,6 +977,7 @@ async fn submit(tx: &mut dyn WriteTx, ctx: &Ctx<'_>, s: Submission) -> Result<Ap
             vec![cap.owner.clone()],
         ),
     };
+    let s_cert = s.certification.clone();
     let mut p = Proposal {
         id: s.id.clone(),
         capability: cap.id.clone(),
@@ -918,9 +1002,16 @@ async fn submit(tx: &mut dyn WriteTx, ctx: &Ctx<'_>, s: Submission) -> Result<Ap
         deliveries: vec![],
         updated_ms: now,
     };
+    let (first_kind, first_actor) = match &s_cert {
+        Some(_) => (RecordKind::Certification, format!("human:{}", p.proposer)),
+        None => (
+            RecordKind::AiRecommendation,
+            format!("identity:{}", p.proposer),
+        ),
+    };
     let mut drafts = vec![rec(
-        RecordKind::AiRecommendation,
-        &format!("identity:{}", p.proposer),
+        first_kind,
+        &first_actor,
         &p.id,
         json!({
             "capability": p.capability,
@@ -1502,6 +1593,8 @@ pub async fn reload_subject(
         "resource" => (kind::RESOURCE, key.to_owned()),
         "trust" => (kind::TRUST, key.to_owned()),
         "auth" => (kind::AUTH, key.to_owned()),
+        "human" => (kind::HUMAN, key.to_owned()),
+        "session" => (kind::SESSION, key.to_owned()),
         "tier-policy" => (
             kind::TIER_POLICY,
             state::tier_policy_id(key.parse().unwrap_or(0)),
@@ -1514,6 +1607,12 @@ pub async fn reload_subject(
     let deleted = r.state == state::DELETED;
     Ok(match what {
         "capability" => state::body::<Capability>(&r).map(|c| Effect::Capability(Box::new(c))),
+        "human" => {
+            state::body::<warrant_core::access::Human>(&r).map(|h| Effect::Human(Box::new(h)))
+        }
+        "session" => {
+            state::body::<warrant_core::access::Session>(&r).map(|x| Effect::Session(Box::new(x)))
+        }
         "proposal" => state::body::<Proposal>(&r).map(|p| Effect::Proposal(Box::new(p))),
         "role" => Some(Effect::Role {
             name: key.to_owned(),

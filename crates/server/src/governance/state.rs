@@ -8,6 +8,7 @@
 
 use crate::snapshot::Snapshot;
 use std::sync::Arc;
+use warrant_core::access::{Human, Session};
 use warrant_core::governance::aggregate::{Aggregates, Thresholds};
 use warrant_core::governance::assess::Graph;
 use warrant_core::governance::{
@@ -30,7 +31,20 @@ pub mod kind {
     pub const DELIVERY: &str = "delivery";
     /// A correlation chain: the ids of its proposals in order (id: the correlation id).
     pub const CHAIN: &str = "chain";
+    /// A human operator of warrant (id: the lower-cased name).
+    pub const HUMAN: &str = "human";
+    /// A request to grant a human a control-plane role.
+    pub const ROLE_GRANT: &str = "role_grant";
+    /// A signed-in browser session (id: the public session id; state `live`/`ended`).
+    pub const SESSION: &str = "session";
+    /// An access certification campaign.
+    pub const CAMPAIGN: &str = "campaign";
+    /// A one-time fact (id: its name), e.g. that the first admin was bootstrapped.
+    pub const MARKER: &str = "marker";
 }
+
+/// The state of a live session's row.
+pub const SESSION_LIVE: &str = "live";
 
 /// The state of a role or resource row that was deleted (kept for history).
 pub const DELETED: &str = "deleted";
@@ -98,6 +112,10 @@ pub struct Gov {
     pub tier_version: u64,
     pub aggregates: Aggregates,
     pub thresholds: Arc<Thresholds>,
+    /// Humans who operate warrant, by lower-cased name.
+    pub humans: imbl::HashMap<String, Arc<Human>>,
+    /// Live sessions by the hex SHA-256 of their cookie secret.
+    pub sessions: imbl::HashMap<String, Arc<Session>>,
 }
 
 impl Default for Gov {
@@ -113,6 +131,8 @@ impl Default for Gov {
             tier_version: 0,
             aggregates: Aggregates::default(),
             thresholds: Arc::new(Thresholds::default()),
+            humans: Default::default(),
+            sessions: Default::default(),
         }
     }
 }
@@ -210,6 +230,24 @@ impl Gov {
                 g.capabilities.insert(c.id.clone(), Arc::new(c));
             }
         }
+        for row in store.all_objects(kind::HUMAN).await? {
+            if let Some(h) = decode::<Human>(&row) {
+                g.humans.insert(Human::key(&h.name), Arc::new(h));
+            }
+        }
+        let live = store
+            .list_objects(&ObjectFilter {
+                kind: kind::SESSION.into(),
+                state: Some(SESSION_LIVE.into()),
+                after_id: None,
+                limit: 0,
+            })
+            .await?;
+        for row in live {
+            if let Some(x) = decode::<Session>(&row) {
+                g.put_session(x, now);
+            }
+        }
         if let Some(row) = store.all_objects(kind::TIER_POLICY).await?.last() {
             g.set_tier_policy(&tier_policy_or_none(row));
         }
@@ -232,6 +270,15 @@ impl Gov {
             }
         }
         Ok(g)
+    }
+
+    /// Keeps a session if it is live, drops it otherwise.
+    pub fn put_session(&mut self, x: Session, now: Millis) {
+        if x.live(now) {
+            self.sessions.insert(x.hash.clone(), Arc::new(x));
+        } else {
+            self.sessions.remove(&x.hash);
+        }
     }
 
     /// Puts a stored tier-policy version in force. One that no longer compiles fails
