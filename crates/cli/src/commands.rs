@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use warrant_client::{Client, ClientError};
 
 fn client(o: &ClientOpts) -> anyhow::Result<Client> {
-    Ok(Client::new(&o.server, o.token.clone())?)
+    o.client()
 }
 
 fn list_arg(v: Option<String>) -> Option<Vec<String>> {

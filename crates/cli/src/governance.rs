@@ -334,9 +334,7 @@ fn non_empty(v: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-fn items(v: &Value) -> &[Value] {
-    v["items"].as_array().map(Vec::as_slice).unwrap_or(&[])
-}
+use crate::output::items;
 
 fn yes_no(v: &Value) -> String {
     if v.as_bool() == Some(true) {
@@ -466,7 +464,7 @@ async fn justified(
 }
 
 fn client(o: &ClientOpts) -> anyhow::Result<Client> {
-    Ok(Client::new(&o.server, o.token.clone())?)
+    o.client()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -188,12 +188,10 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn client(o: &ClientOpts) -> anyhow::Result<Client> {
-    Ok(Client::new(&o.server, o.token.clone())?)
+    o.client()
 }
 
-fn items(v: &Value) -> &[Value] {
-    v["items"].as_array().map(Vec::as_slice).unwrap_or(&[])
-}
+use crate::output::items;
 
 fn roles_text(v: &Value) -> String {
     match v.as_array() {

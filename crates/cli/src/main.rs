@@ -79,6 +79,16 @@ pub struct ClientOpts {
     pub output: Output,
 }
 
+impl ClientOpts {
+    /// An HTTP client for the server and token these options name.
+    pub fn client(&self) -> anyhow::Result<warrant_client::Client> {
+        Ok(warrant_client::Client::new(
+            &self.server,
+            self.token.clone(),
+        )?)
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the server (embedded SQLite in a local data directory by default).

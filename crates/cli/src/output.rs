@@ -13,6 +13,11 @@ pub fn s(v: &Value) -> String {
     }
 }
 
+/// The `items` array of a list response (empty if absent).
+pub fn items(v: &Value) -> &[Value] {
+    v["items"].as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)

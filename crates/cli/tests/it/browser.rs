@@ -13,13 +13,10 @@
 //! kept in `target/browser-artifacts/`.
 
 use super::harness::*;
-use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use ring::rand::SecureRandom;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The issuer of the server (access tokens for warrant carry it as their audience).
 const ISSUER: &str = "https://warrant.browser.example";
@@ -78,17 +75,6 @@ const OVERRIDE_WHY: &str =
 const KILL_WHY: &str = "Suspicious reads from an unknown network: contain until investigated";
 
 const GRANT_WHY: &str = "browser test: the scenario needs this control-plane role";
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -276,51 +262,8 @@ impl Console {
     /// for warrant: `private_key_jwt`, scope `warrant:propose`, audience = the issuer).
     async fn agent(&self, name: &str, owner: &str) -> (String, String) {
         let id = self.identity(name, "ai_tool", owner, &[]).await;
-        let mut seed = [0u8; 32];
-        ring::rand::SystemRandom::new().fill(&mut seed).unwrap();
-        let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
-        use ed25519_dalek::pkcs8::EncodePrivateKey;
-        let der = sk.to_pkcs8_der().unwrap();
-        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(sk.verifying_key().as_bytes())});
-        let added = self
-            .boot(
-                "POST",
-                &format!("/v1/identities/{id}/keys"),
-                json!({ "jwk": jwk }),
-            )
-            .await;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(added["kid"].as_str().unwrap().to_owned());
-        let mut jti = [0u8; 12];
-        ring::rand::SystemRandom::new().fill(&mut jti).unwrap();
-        let now = now_s();
-        let claims = json!({
-            "iss": id, "sub": id, "aud": format!("{ISSUER}/oauth2/token"),
-            "iat": now, "exp": now + 60, "jti": b64(&jti),
-        });
-        let assertion =
-            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes()))
-                .unwrap();
-        let res = self
-            .http
-            .post(format!("{}/oauth2/token", self.url()))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", assertion.as_str()),
-                ("scope", "warrant:propose"),
-                ("audience", ISSUER),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(status, 200, "token for {name}: {body}");
-        (id, body["access_token"].as_str().unwrap().to_owned())
+        let token = propose_token(self.url(), &id, ISSUER).await;
+        (id, token)
     }
 
     /// The AI tool submits a proposal; returns it.

@@ -4,19 +4,13 @@
 //! `governance.rs`.
 
 use super::harness::*;
-use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use ring::rand::SecureRandom;
 use serde_json::{json, Value};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const ISSUER: &str = "https://warrant.it.example";
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-const PROPOSE: &str = "warrant:propose";
 const ACCESS_POLICIES: &str = r#"
 @id("ai-tools-may-propose")
 @reason("AI tools may ask warrant for tokens to submit proposals")
@@ -24,24 +18,6 @@ permit (principal, action == Warrant::Action::"request_scope", resource == Warra
 when { principal.kind == "ai_tool" && context.audience == "https://warrant.it.example" };
 "#;
 const JUSTIFICATION: &str = "Vault access for the quarterly close, confirmed with finance";
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn fresh_jti() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let mut r = [0u8; 8];
-    ring::rand::SystemRandom::new().fill(&mut r).unwrap();
-    format!("ev-{}-{}", N.fetch_add(1, Ordering::Relaxed), b64(&r))
-}
 
 struct Env {
     server: Server,
@@ -157,48 +133,8 @@ impl Env {
 
     async fn agent(&self, name: &str, owner: &str) -> Agent {
         let id = self.identity(name, "ai_tool", owner, &[]).await;
-        let mut seed = [0u8; 32];
-        ring::rand::SystemRandom::new().fill(&mut seed).unwrap();
-        let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
-        use ed25519_dalek::pkcs8::EncodePrivateKey;
-        let der = sk.to_pkcs8_der().unwrap();
-        let encoding = EncodingKey::from_ed_der(der.as_bytes());
-        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(sk.verifying_key().as_bytes())});
-        let added = self
-            .admin(
-                "POST",
-                &format!("/v1/identities/{id}/keys"),
-                json!({ "jwk": jwk }),
-            )
-            .await;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(added["kid"].as_str().unwrap().to_owned());
-        let now = now_s();
-        let claims = json!({
-            "iss": id, "sub": id, "aud": format!("{ISSUER}/oauth2/token"),
-            "iat": now, "exp": now + 60, "jti": fresh_jti(),
-        });
-        let assertion = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
-        let res = self
-            .http
-            .post(format!("{}/oauth2/token", self.server.url))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_assertion_type", ASSERTION_TYPE),
-                ("client_assertion", assertion.as_str()),
-                ("scope", PROPOSE),
-                ("audience", ISSUER),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(status, 200, "token for {name}: {body}");
-        Agent {
-            id,
-            token: body["access_token"].as_str().unwrap().to_owned(),
-        }
+        let token = propose_token(&self.server.url, &id, ISSUER).await;
+        Agent { id, token }
     }
 
     async fn proposed(&self, agent: &Agent, body: Value) -> Value {

@@ -10,19 +10,15 @@
 
 use super::harness::*;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use ring::rand::SecureRandom;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The issuer of every server here (fixed, so it survives restarts on new ports).
 const ISSUER: &str = "https://warrant.it.example";
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-const PROPOSE: &str = "warrant:propose";
 
 /// A resource service's schema: reading buckets.
 const DATA_SCHEMA: &str = r#"
@@ -61,20 +57,6 @@ fn unb64(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
         .unwrap_or_else(|e| panic!("not base64url ({e}): {s}"))
-}
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn fresh_jti() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let mut r = [0u8; 8];
-    ring::rand::SystemRandom::new().fill(&mut r).unwrap();
-    format!("gov-{}-{}", N.fetch_add(1, Ordering::Relaxed), b64(&r))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -383,49 +365,8 @@ impl Env {
     /// (`private_key_jwt`, scope `warrant:propose`, audience = the issuer).
     async fn agent(&self, name: &str, owner: &str) -> Agent {
         let id = self.identity(name, "ai_tool", owner, &[], &[]).await;
-        let mut seed = [0u8; 32];
-        ring::rand::SystemRandom::new().fill(&mut seed).unwrap();
-        let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
-        use ed25519_dalek::pkcs8::EncodePrivateKey;
-        let der = sk.to_pkcs8_der().unwrap();
-        let encoding = EncodingKey::from_ed_der(der.as_bytes());
-        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(sk.verifying_key().as_bytes())});
-        let added = self
-            .admin(
-                "POST",
-                &format!("/v1/identities/{id}/keys"),
-                json!({ "jwk": jwk }),
-            )
-            .await;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(added["kid"].as_str().unwrap().to_owned());
-        let now = now_s();
-        let claims = json!({
-            "iss": id, "sub": id, "aud": format!("{ISSUER}/oauth2/token"),
-            "iat": now, "exp": now + 60, "jti": fresh_jti(),
-        });
-        let assertion = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
-        let res = self
-            .http
-            .post(format!("{}/oauth2/token", self.server.url))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_assertion_type", ASSERTION_TYPE),
-                ("client_assertion", assertion.as_str()),
-                ("scope", PROPOSE),
-                ("audience", ISSUER),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(status, 200, "token for {name}: {body}");
-        assert_eq!(body["scope"], PROPOSE);
-        Agent {
-            id,
-            token: body["access_token"].as_str().unwrap().to_owned(),
-        }
+        let token = propose_token(&self.server.url, &id, ISSUER).await;
+        Agent { id, token }
     }
 
     async fn declare(&self, id: &str, body: Value) -> Value {

@@ -583,3 +583,68 @@ pub async fn human_token(url: &str, human: &str, role: &str) -> (String, String)
     grant_role(url, human, role).await;
     issue_token(url, human, role).await
 }
+
+/// Registers a fresh Ed25519 workload key for identity `id` (with the bootstrap token) and
+/// gets it an access token for warrant itself: `private_key_jwt` (RFC 7523), scope
+/// `warrant:propose`, audience = `issuer` (the server's issuer URL).
+pub async fn propose_token(url: &str, id: &str, issuer: &str) -> String {
+    use base64::Engine as _;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use ring::rand::SecureRandom;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let rng = ring::rand::SystemRandom::new();
+    let mut seed = [0u8; 32];
+    rng.fill(&mut seed).expect("randomness");
+    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let jwk = json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(sk.verifying_key().as_bytes()) });
+    let added = api_ok(
+        url,
+        ADMIN_TOKEN,
+        "POST",
+        &format!("/v1/identities/{id}/keys"),
+        Some(&json!({ "jwk": jwk })),
+    )
+    .await;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(added["kid"].as_str().expect("kid").to_owned());
+    let mut jti = [0u8; 12];
+    rng.fill(&mut jti).expect("randomness");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = json!({
+        "iss": id, "sub": id, "aud": format!("{issuer}/oauth2/token"),
+        "iat": now, "exp": now + 60, "jti": b64(&jti),
+    });
+    let der = sk.to_pkcs8_der().expect("pkcs8");
+    let assertion = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+    )
+    .expect("assertion");
+    let res = reqwest::Client::new()
+        .post(format!("{url}/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+            ("scope", "warrant:propose"),
+            ("audience", issuer),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.expect("token response");
+    assert_eq!(status, 200, "token for {id}: {body}");
+    assert_eq!(body["scope"], "warrant:propose", "{body}");
+    body["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_owned()
+}

@@ -209,7 +209,6 @@ const VICTOR: &str = "victor@example.com";
 /// Has no role; role grants are asked for them.
 const WALT: &str = "walt@example.com";
 const PROPOSE: &str = "warrant:propose";
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// What the calls act on.
 struct World {
@@ -263,59 +262,10 @@ fn jwk(seed: &[u8; 32]) -> Value {
 /// Registers an AI tool owned by `owner` with an Ed25519 key and gets it an access token
 /// for warrant itself (`private_key_jwt`, scope `warrant:propose`, audience the issuer):
 /// (id, access token).
-async fn ai_identity(
-    url: &str,
-    issuer: &str,
-    endpoint: &str,
-    name: &str,
-    owner: &str,
-) -> (String, String) {
+async fn ai_identity(url: &str, issuer: &str, name: &str, owner: &str) -> (String, String) {
     let id = identity(url, name, "ai_tool", owner).await;
-    let seed = [u8::try_from(fresh() % 200).unwrap() + 20; 32];
-    let added = api_ok(
-        url,
-        ADMIN_TOKEN,
-        "POST",
-        &format!("/v1/identities/{id}/keys"),
-        Some(&json!({ "jwk": jwk(&seed) })),
-    )
-    .await;
-    use ed25519_dalek::pkcs8::EncodePrivateKey;
-    let der = ed25519_dalek::SigningKey::from_bytes(&seed)
-        .to_pkcs8_der()
-        .unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some(added["kid"].as_str().unwrap().to_owned());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "iss": id, "sub": id, "aud": endpoint, "iat": now, "exp": now + 60,
-        "jti": format!("roles-{}-{}", std::process::id(), fresh()),
-    });
-    let assertion = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
-    )
-    .unwrap();
-    let res = reqwest::Client::new()
-        .post(format!("{url}/oauth2/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_assertion_type", ASSERTION_TYPE),
-            ("client_assertion", assertion.as_str()),
-            ("scope", PROPOSE),
-            ("audience", issuer),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(status, 200, "token for {name}: {body}");
-    (id, body["access_token"].as_str().unwrap().to_owned())
+    let token = propose_token(url, &id, issuer).await;
+    (id, token)
 }
 
 async fn identity(url: &str, name: &str, kind: &str, owner: &str) -> String {
@@ -381,7 +331,6 @@ async fn world(server: &Server) -> World {
     )
     .await;
     let issuer = meta["issuer"].as_str().unwrap().to_owned();
-    let endpoint = meta["token_endpoint"].as_str().unwrap().to_owned();
     let policies = format!(
         "{POLICIES}\n@id(\"ai-tools-propose\")\npermit (principal, action == Warrant::Action::\"request_scope\", resource == Warrant::Scope::\"{PROPOSE}\")\nwhen {{ principal.kind == \"ai_tool\" && context.audience == \"{issuer}\" }};\n"
     );
@@ -408,9 +357,8 @@ async fn world(server: &Server) -> World {
         .unwrap()
         .to_owned();
 
-    let (ai_id, ai) = ai_identity(&url, &issuer, &endpoint, "olive-bot", HUMAN_OWNER).await;
-    let (other_ai_id, other_ai) =
-        ai_identity(&url, &issuer, &endpoint, "oscar-bot", OTHER_OWNER).await;
+    let (ai_id, ai) = ai_identity(&url, &issuer, "olive-bot", HUMAN_OWNER).await;
+    let (other_ai_id, other_ai) = ai_identity(&url, &issuer, "oscar-bot", OTHER_OWNER).await;
     let own_identity = identity(&url, "olive-svc", "service_account", HUMAN_OWNER).await;
     let other_identity = identity(&url, "oscar-svc", "service_account", OTHER_OWNER).await;
     let retiree = identity(&url, "olive-old", "service_account", HUMAN_OWNER).await;

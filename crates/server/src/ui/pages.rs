@@ -404,6 +404,7 @@ pub async fn reviews(State(state): State<AppState>, headers: HeaderMap) -> Respo
 pub struct IdentityQuery {
     state: Option<String>,
     q: Option<String>,
+    cursor: Option<String>,
 }
 
 pub async fn identities(
@@ -418,7 +419,7 @@ pub async fn identities(
         state: q.state.clone().filter(|s| !s.is_empty()),
         owner: None,
         limit: Some(500),
-        cursor: None,
+        cursor: q.cursor.clone().filter(|c| !c.is_empty()),
     };
     let page_ = match identities::list(State(state.clone()), ui.acting(), ApiQuery(lq)).await {
         Ok(p) => p.0,
@@ -451,6 +452,10 @@ pub async fn identities(
                     }
                 }
             }
+        }
+        @if !needle.is_empty() { p.note { "Search applies to this page of up to 500 identities." } }
+        @if let Some(c) = &page_.next_cursor {
+            p { a href=(format!("/ui/identities?state={}&q={}&cursor={}", urlencode(&q.state.clone().unwrap_or_default()), urlencode(&q.q.clone().unwrap_or_default()), urlencode(c))) { "Next 500 →" } }
         }
     };
     page(
