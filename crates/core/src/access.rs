@@ -99,6 +99,11 @@ pub struct Human {
     /// replace it before signing in with it or getting a token.
     #[serde(default)]
     pub password_must_change: bool,
+    /// Who set the password this account's local password descends from, when that was
+    /// an admin (the audit actor): replacing a one-time password keeps it, since whoever
+    /// set it could have replaced it. That person may not approve a role for this human.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_set_by: Option<String>,
     pub created_ms: Millis,
     pub updated_ms: Millis,
 }

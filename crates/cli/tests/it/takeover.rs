@@ -263,3 +263,105 @@ async fn hostile_sign_in_input_gets_clear_answers() {
     let (s, b) = api(&url, None, "POST", "/v1/auth/token", Some(&json!({ "username": "dave@example.com", "password": password_of("dave@example.com"), "role": "owner", "name": "t" }))).await;
     assert_eq!(s, 429, "{b}");
 }
+
+#[tokio::test]
+async fn whoever_set_a_password_cannot_approve_a_role_for_its_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let url = server.url.clone();
+    let root = root_admin_token(&url).await;
+    grant_role(&url, "alice@example.com", "admin").await;
+    let (_, alice) = issue_token(&url, "alice@example.com", "admin").await;
+    // Root sets carol's one-time password; whoever replaces it, root could have.
+    api_ok(
+        &url,
+        ADMIN_TOKEN,
+        "POST",
+        "/v1/humans",
+        Some(&json!({ "name": "carol@example.com" })),
+    )
+    .await;
+    api_ok(
+        &url,
+        &root,
+        "PATCH",
+        "/v1/humans/carol@example.com",
+        Some(&json!({ "password": "root's one-time password for carol" })),
+    )
+    .await;
+    let (s, _) = api(
+        &url,
+        None,
+        "POST",
+        "/v1/auth/password",
+        Some(&json!({ "username": "carol@example.com", "current_password": "root's one-time password for carol",
+                       "new_password": "carol's own password, or is it" })),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let g = api_ok(
+        &url,
+        ADMIN_TOKEN,
+        "POST",
+        "/v1/role-grants",
+        Some(&json!({ "human": "carol@example.com", "role": "approver", "justification": GRANT_WHY })),
+    )
+    .await;
+    let approve = format!("/v1/role-grants/{}/approve", g["id"].as_str().unwrap());
+    let (s, b) = api(&url, Some(&root), "POST", &approve, Some(&json!({}))).await;
+    assert_eq!(s, 403, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("set the password"),
+        "{b}"
+    );
+    // Another admin, who never knew it, may.
+    let (s, b) = api(&url, Some(&alice), "POST", &approve, Some(&json!({}))).await;
+    assert_eq!(s, 200, "{b}");
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_the_tokens_and_humans_revoke_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let url = server.url.clone();
+    grant_role(&url, "bob@example.com", "approver").await;
+    let (first_id, first) = issue_token(&url, "bob@example.com", "approver").await;
+    let (_, second) = issue_token(&url, "bob@example.com", "approver").await;
+    // Bob revokes one of his own tokens with another.
+    let (s, b) = api(
+        &url,
+        Some(&second),
+        "POST",
+        &format!("/v1/tokens/{first_id}/revoke"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = api(&url, Some(&first), "GET", "/v1/me", None).await;
+    assert_eq!(s, 401);
+    // Someone else's token: refused (audited), not revealed.
+    grant_role(&url, "dave@example.com", "owner").await;
+    let (dave_id, _) = issue_token(&url, "dave@example.com", "owner").await;
+    let (s, _) = api(
+        &url,
+        Some(&second),
+        "POST",
+        &format!("/v1/tokens/{dave_id}/revoke"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    // A password change ends what the old password got: the remaining token stops.
+    let (s, _) = api(
+        &url,
+        None,
+        "POST",
+        "/v1/auth/password",
+        Some(&json!({ "username": "bob@example.com", "current_password": password_of("bob@example.com"),
+                       "new_password": "bob's brand new password 2026" })),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, _) = api(&url, Some(&second), "GET", "/v1/me", None).await;
+    assert_eq!(s, 401, "tokens issued before the change are revoked");
+}

@@ -801,22 +801,34 @@ pub async fn list_tokens(
               (status = 409, body = crate::error::ErrorBody)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
-    caller: Caller,
+    acting: Acting,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ApiTokenView>, ApiError> {
-    let mut t = state
-        .store
-        .tokens()
-        .await?
-        .into_iter()
-        .find(|t| t.id == id)
-        .ok_or_else(|| ApiError::not_found(format!("token `{id}` not found")))?;
+    let path = format!("/v1/tokens/{id}/revoke");
+    // Admins revoke any token; a human revokes their own (e.g. after a lost laptop).
+    let admin = warrant_core::access::check(acting.principal(), Perm::Configure).is_ok();
+    let found = state.store.tokens().await?.into_iter().find(|t| t.id == id);
+    let own = |t: &TokenRow| {
+        acting.principal().human().is_some_and(|h| {
+            t.human
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case(h))
+        })
+    };
+    if !admin && !found.as_ref().is_some_and(own) {
+        acting
+            .authed
+            .require(&state, Perm::Configure, "POST", &path)
+            .await?;
+    }
+    let caller = &acting.authed;
+    let mut t = found.ok_or_else(|| ApiError::not_found(format!("token `{id}` not found")))?;
     if t.revoked_ms.is_some() {
         return Err(ApiError::conflict(format!(
             "token `{id}` is revoked already"
         )));
     }
-    if t.id == caller.token_id() {
+    if t.id == caller.via {
         return Err(ApiError::conflict("a token cannot revoke itself"));
     }
     t.revoked_ms = Some(state.clock.now_ms());

@@ -155,6 +155,7 @@ pub async fn create_human(
         display_name,
         roles: Default::default(),
         password_must_change: password_hash.is_some(),
+        password_set_by: password_hash.as_ref().map(|_| caller.actor()),
         password_hash,
         oidc: None,
         disabled: false,

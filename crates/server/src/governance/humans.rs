@@ -189,7 +189,19 @@ pub async fn apply(
             }
             let password_changed = password_hash.is_some();
             if let Some(p) = password_hash {
-                h.password_must_change = p.is_some() && password_must_change;
+                let admin_set = p.is_some() && password_must_change;
+                if admin_set && !h.roles.is_empty() {
+                    return Err(WriteError::Forbidden(format!(
+                        "`{}` holds control-plane roles: an admin may remove their local password, not set one",
+                        h.name
+                    )));
+                }
+                if admin_set {
+                    h.password_set_by = Some(actor.clone());
+                } else if p.is_none() {
+                    h.password_set_by = None;
+                }
+                h.password_must_change = admin_set;
                 h.password_hash = p;
                 changed.push("password");
             }
@@ -214,6 +226,11 @@ pub async fn apply(
                     "password changed"
                 };
                 end_sessions_of(tx, ctx, &h.name, &actor, why, &mut drafts, &mut effects).await?;
+            }
+            // ...and the human's API tokens when the password changes: whoever knew the
+            // old password loses what they got with it.
+            if password_changed {
+                revoke_tokens_of(tx, ctx, &h.name, &actor, &mut drafts, &mut effects).await?;
             }
             Ok(Applied {
                 drafts,
@@ -337,6 +354,19 @@ pub async fn apply(
                 .get(&Human::key(&approver))
                 .is_some_and(|h| h.holds(CpRole::Admin));
             access::may_decide_grant(&g, &approver, is_admin, ctx.now).map_err(access_err)?;
+            if approve {
+                let grantee = human(ctx, &g.human)?;
+                if grantee
+                    .password_set_by
+                    .as_deref()
+                    .is_some_and(|by| by.eq_ignore_ascii_case(&format!("human:{approver}")))
+                {
+                    return Err(WriteError::Forbidden(format!(
+                        "`{approver}` set the password `{}` signs in with (or the one it replaced), so could be signing in as them: another admin approves",
+                        g.human
+                    )));
+                }
+            }
             let note = note.trim().to_owned();
             if note.len() > 2000 {
                 return Err(WriteError::Invalid(
@@ -486,6 +516,45 @@ pub async fn apply(
             })
         }
     }
+}
+
+async fn revoke_tokens_of(
+    tx: &mut dyn WriteTx,
+    ctx: &Ctx<'_>,
+    name: &str,
+    actor: &str,
+    drafts: &mut Vec<warrant_core::audit::RecordDraft>,
+    effects: &mut Vec<Effect>,
+) -> Result<(), WriteError> {
+    let ids: Vec<String> = ctx
+        .snap
+        .tokens
+        .values()
+        .filter(|t| {
+            t.human
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(name))
+        })
+        .map(|t| t.id.clone())
+        .collect();
+    for id in ids {
+        let Some(mut row) = tx.get_token(&id).await.map_err(store_err)? else {
+            continue;
+        };
+        if row.revoked_ms.is_some() {
+            continue;
+        }
+        row.revoked_ms = Some(ctx.now);
+        tx.upsert_token(&row).await.map_err(store_err)?;
+        drafts.push(draft(
+            RecordKind::TokenRevoked,
+            actor,
+            format!("token:{id}"),
+            json!({ "token": id, "human": name, "reason": "the human's password changed" }),
+        ));
+        effects.push(Effect::Token(row));
+    }
+    Ok(())
 }
 
 async fn end_session(

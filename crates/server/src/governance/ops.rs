@@ -62,6 +62,19 @@ async fn proposal_capability(
         .map_err(store_err)?
         .ok_or_else(|| WriteError::NotFound(format!("campaign `{campaign_id}` not found")))?;
     let c: certification::Campaign = decoded(&row)?;
+    // The owner answers for the identity only while it is theirs.
+    if let Some(t) = p.change.target_identity() {
+        let owner = ctx.snap.principals.get(t).map(|e| e.identity.owner.clone());
+        if !owner
+            .as_deref()
+            .is_some_and(|o| o.eq_ignore_ascii_case(&p.proposer))
+        {
+            return Err(WriteError::Forbidden(format!(
+                "identity `{t}` is no longer owned by `{}`, who revoked this in certification `{}`; its owner now decides",
+                p.proposer, c.name
+            )));
+        }
+    }
     let env = p
         .evidence
         .get("environment")

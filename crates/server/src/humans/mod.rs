@@ -170,32 +170,28 @@ impl Throttle {
     pub const WINDOW_MS: Millis = 15 * 60 * 1000;
     const MAX_KEYS: usize = 100_000;
 
-    /// `Err(seconds)` while `user` is locked out.
-    pub fn check(&self, user: &str, now: Millis) -> Result<(), i64> {
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&user.to_lowercase()) {
-            Some((n, since)) if *n >= Self::MAX_FAILURES && now - since < Self::WINDOW_MS => {
-                Err((Self::WINDOW_MS - (now - since)) / 1000 + 1)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    pub fn failed(&self, user: &str, now: Millis) {
+    /// Counts an attempt for `user` *before* its password is checked (so that guesses
+    /// sent at once cannot all pass while the first ones are being verified); `Err(seconds)`
+    /// while `user` is locked out. A success forgets the count ([`Throttle::succeeded`]).
+    pub fn attempt(&self, user: &str, now: Millis) -> Result<(), i64> {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= Self::MAX_KEYS {
             map.retain(|_, (_, since)| now - *since < Self::WINDOW_MS);
         }
-        let e = map.entry(user.to_lowercase()).or_insert((0, now));
+        let e = map.entry(user.to_ascii_lowercase()).or_insert((0, now));
         if now - e.1 >= Self::WINDOW_MS {
             *e = (0, now);
         }
+        if e.0 >= Self::MAX_FAILURES {
+            return Err((Self::WINDOW_MS - (now - e.1)) / 1000 + 1);
+        }
         e.0 += 1;
+        Ok(())
     }
 
     pub fn succeeded(&self, user: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&user.to_lowercase());
+        map.remove(&user.to_ascii_lowercase());
     }
 }
 
@@ -207,14 +203,24 @@ mod tests {
     fn throttle_locks_a_user_after_repeated_failures_then_lets_go() {
         let t = Throttle::default();
         for i in 0..Throttle::MAX_FAILURES {
-            assert!(t.check("Alice", i64::from(i)).is_ok());
-            t.failed("alice", i64::from(i));
+            assert!(t.attempt("Alice", i64::from(i)).is_ok());
         }
-        assert!(t.check("ALICE", 10).is_err());
-        assert!(t.check("bob", 10).is_ok());
-        assert!(t.check("alice", Throttle::WINDOW_MS + 1).is_ok());
+        assert!(
+            t.attempt("ALICE", 10).is_err(),
+            "the sixth attempt in the window"
+        );
+        assert!(t.attempt("bob", 10).is_ok());
+        assert!(
+            t.attempt("alice", Throttle::WINDOW_MS + 1).is_ok(),
+            "a new window"
+        );
         t.succeeded("alice");
-        assert!(t.check("alice", 11).is_ok());
+        for i in 0..Throttle::MAX_FAILURES {
+            assert!(
+                t.attempt("alice", 20 + i64::from(i)).is_ok(),
+                "a success resets"
+            );
+        }
     }
 }
 
@@ -267,7 +273,7 @@ pub async fn check_password(
     }
     let now = state.clock.now_ms();
     let shown: String = username.chars().take(100).collect();
-    if let Err(secs) = state.sign_in_throttle.check(username, now) {
+    if let Err(secs) = state.sign_in_throttle.attempt(username, now) {
         crate::auth::audit_refusal(
             state,
             "anonymous",
@@ -298,7 +304,6 @@ pub async fn check_password(
             Ok(h)
         }
         None => {
-            state.sign_in_throttle.failed(username, now);
             crate::auth::audit_refusal(
                 state,
                 "anonymous",

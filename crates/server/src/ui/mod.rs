@@ -657,6 +657,7 @@ async fn oidc_callback(
                             oidc: Some(link.clone()),
                             disabled: false,
                             password_must_change: false,
+                            password_set_by: None,
                             created_ms: now,
                             updated_ms: now,
                         }),
