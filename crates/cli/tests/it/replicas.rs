@@ -142,8 +142,13 @@ async fn until_decision(
 ) -> Duration {
     let started = Instant::now();
     loop {
-        if decide(c, principal, risk).await == want {
-            return started.elapsed();
+        // While a change propagates, a replica may refuse to log an allow made on the state
+        // just before it (503 "ask again", the stale-allow guard): ask again, as documented.
+        match c.authorize(&read_req(principal, risk)).await {
+            Ok(v) if decision_of(&v) == want => return started.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("ask again") => {}
+            Err(e) => panic!("authorize on {}: {e}", c.base()),
         }
         assert!(
             started.elapsed() < limit,
