@@ -12,7 +12,7 @@
 //! - Console sessions (`crate::humans`) become the same [`Authed`] for the UI's calls.
 //!
 //! Permissions are `warrant_core::access::check`; extractors ([`Caller`], [`Enforcer`],
-//! [`Reader`], [`ReaderAll`], [`AuditReader`]) and [`Authed::require`] apply it, and
+//! [`ReaderAll`], [`AuditReader`]; owner-narrowed reads: `api::governance::reader`) and [`Authed::require`] apply it, and
 //! every refusal of an authenticated party is audited (`request.refused`).
 
 use crate::error::ApiError;
@@ -163,19 +163,12 @@ pub fn token_principal(
             roles: [CpRole::Admin].into_iter().collect(),
         },
         Some(h) => {
-            let held = CpRole::parse(&t.role).ok().filter(|r| {
-                snap.gov
-                    .humans
-                    .get(&Human::key(h))
-                    .is_some_and(|human| human.holds(*r))
-            });
+            let human = snap.gov.humans.get(&Human::key(h));
+            let held = CpRole::parse(&t.role)
+                .ok()
+                .filter(|r| human.is_some_and(|x| x.holds(*r)));
             Principal {
-                who: Who::Human(
-                    snap.gov
-                        .humans
-                        .get(&Human::key(h))
-                        .map_or_else(|| h.clone(), |human| human.name.clone()),
-                ),
+                who: Who::Human(human.map_or_else(|| h.clone(), |x| x.name.clone())),
                 roles: held.into_iter().collect(),
             }
         }
@@ -312,12 +305,6 @@ perm_extractor!(
     /// Policy enforcement points: decisions, introspection, revocation (admin).
     Enforcer,
     Perm::Enforce
-);
-perm_extractor!(
-    /// Readers of the configuration; an owner's reads are narrowed to their own objects
-    /// by the handler ([`Principal::owner_only`]).
-    Reader,
-    Perm::Read
 );
 perm_extractor!(
     /// Readers of the audit log (admin, auditor, the bootstrap token).

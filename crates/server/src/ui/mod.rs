@@ -163,23 +163,13 @@ fn safe_next(next: Option<&str>) -> String {
 
 /// Checks a state-changing form: same origin, and the session's anti-CSRF token.
 pub fn check_csrf(ui: &Ui, headers: &HeaderMap, token: &str) -> Result<(), Box<Response>> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let same = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .is_some_and(|o| o == host);
-        if !same {
-            return Err(Box::new(error_page(
-                StatusCode::FORBIDDEN,
-                "Refused",
-                "this form was not sent from this console (cross-origin request refused)",
-                Some(ui),
-            )));
-        }
+    if !same_origin(headers) {
+        return Err(Box::new(error_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "this form was not sent from this console (cross-origin request refused)",
+            Some(ui),
+        )));
     }
     let ok: bool =
         subtle::ConstantTimeEq::ct_eq(token.as_bytes(), ui.session.csrf.as_bytes()).into();
@@ -365,23 +355,13 @@ async fn login(
 ) -> Response {
     let next = safe_next(f.next.as_deref());
     // Login CSRF: the form must come from this origin.
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let same = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .is_some_and(|o| o == host);
-        if !same {
-            return error_page(
-                StatusCode::FORBIDDEN,
-                "Refused",
-                "cross-origin sign-in refused",
-                None,
-            );
-        }
+    if !same_origin(&headers) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "cross-origin sign-in refused",
+            None,
+        );
     }
     let username: String = f.username.trim().chars().take(254).collect();
     let h = match humans::check_password(&state, "/ui/login", &f.username, f.password).await {
